@@ -1,0 +1,82 @@
+"""The exception hierarchy: every error the package raises derives from `EventStoreError`.
+
+Each class says whether retrying can help (`retriable`), so that runners can decide between
+backing off and giving up (or dead-lettering) without matching on messages. Driver errors are
+translated into these classes in one place per backend (`store/postgres.py`, `store/sqlite.py`).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class EventStoreError(Exception):
+    """Root of every error raised by the event store."""
+
+    retriable: ClassVar[bool] = False
+
+
+class ConfigurationError(EventStoreError, ValueError):
+    """A setting or a URL is malformed (a wrong scheme, a missing host, ...)."""
+
+
+class EventValidationError(EventStoreError, ValueError):
+    """An event (or an argument describing events) breaks a validation rule.
+
+    `field` names the offending field and `rule` says what it must be, so that the message can
+    be shown to the developer who built the event as it is.
+    """
+
+    def __init__(self, field: str, rule: str, *, problems: list[tuple[str, str]] | None = None):
+        self.field = field
+        self.rule = rule
+        self.problems = problems or [(field, rule)]
+        text = "; ".join(f"{f}: {r}" for f, r in self.problems)
+        super().__init__(f"invalid event: {text}")
+
+
+class InvalidQueryError(EventStoreError, ValueError):
+    """A read was asked with arguments that cannot be served (negative limit, naive time, ...)."""
+
+
+class ConcurrencyError(EventStoreError):
+    """An appended event's version is not the aggregate's current version + 1.
+
+    `expected_version` is the version the store would have accepted next, `actual_version` the
+    version the event carried, and `current_version` the aggregate's version in the store.
+    Reload the aggregate, decide again and append with `current_version + 1`.
+    """
+
+    retriable = True
+
+    def __init__(self, aggregate_id: str, *, expected_version: int, actual_version: int):
+        self.aggregate_id = aggregate_id
+        self.expected_version = expected_version
+        self.actual_version = actual_version
+        self.current_version = expected_version - 1
+        super().__init__(
+            f"version conflict on aggregate {aggregate_id!r}: the event has version "
+            f"{actual_version} but the aggregate is at version {self.current_version}, so the "
+            f"next event must have version {expected_version}; reload the aggregate and retry"
+        )
+
+
+class DuplicateEventError(EventStoreError):
+    """An event id is already stored with different content (a retry must resend the same event)."""
+
+    def __init__(self, event_id: str, reason: str = "is already stored with different content"):
+        self.event_id = event_id
+        super().__init__(
+            f"event id {event_id!r} {reason}; event ids must be unique: "
+            "give a new event a new id, and resend a retried event unchanged"
+        )
+
+
+class StoreUnavailableError(EventStoreError, ConnectionError):
+    """The database cannot be reached or stopped answering; retrying later may succeed."""
+
+    retriable = True
+
+
+class MigrationError(EventStoreError):
+    """The schema is missing or is newer than this code; run `eventstore migrate` or upgrade."""

@@ -1,0 +1,133 @@
+"""What every backend shares: argument checks, batch checks, migration files."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+
+from eventstore.errors import DuplicateEventError, EventValidationError, InvalidQueryError
+from eventstore.events import Event
+from eventstore.store._protocol import MAX_READ_LIMIT
+
+MAX_BATCH_SIZE = 10_000
+"""Largest number of events in one `append_events` call."""
+PAGE_SIZE = 500
+"""Rows fetched per round trip by the streaming reads."""
+
+_MIGRATION_NAME = re.compile(r"(\d{4})_[a-z0-9_]+\.sql\Z")
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One versioned SQL migration shipped in `store/migrations/<backend>/`."""
+
+    version: int
+    name: str
+    sql: str
+
+
+def load_migrations(backend: str) -> list[Migration]:
+    """The backend's migrations in version order."""
+    folder = resources.files("eventstore.store") / "migrations" / backend
+    found: list[Migration] = []
+    for entry in folder.iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append(Migration(int(match.group(1)), entry.name, entry.read_text("utf-8")))
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise RuntimeError(f"{backend} migrations are not numbered 1..n: {versions}")
+    return found
+
+
+def check_batch(events: Sequence[Event]) -> None:
+    """Reject a batch that cannot be stored whatever the store holds.
+
+    Versions of one aggregate must be consecutive in batch order; ids must be unique; an
+    aggregate keeps one type. Raised before any I/O, so nothing of the batch is written.
+    """
+    if len(events) > MAX_BATCH_SIZE:
+        raise EventValidationError(
+            "events", f"a batch holds at most {MAX_BATCH_SIZE} events, not {len(events)}"
+        )
+    seen_ids: set[str] = set()
+    last: dict[str, Event] = {}
+    for index, event in enumerate(events):
+        if not isinstance(event, Event):
+            raise EventValidationError(
+                f"events[{index}]", f"must be an Event, not {type(event).__name__}"
+            )
+        if event.id in seen_ids:
+            raise EventValidationError(f"events[{index}].id", f"{event.id!r} appears twice in the batch")
+        seen_ids.add(event.id)
+        previous = last.get(event.aggregate_id)
+        if previous is not None:
+            if event.aggregate_type != previous.aggregate_type:
+                raise EventValidationError(
+                    f"events[{index}].aggregate_type",
+                    f"aggregate {event.aggregate_id!r} is a {previous.aggregate_type} earlier "
+                    f"in the batch, not a {event.aggregate_type}",
+                )
+            if event.version != previous.version + 1:
+                raise EventValidationError(
+                    f"events[{index}].version",
+                    f"versions of aggregate {event.aggregate_id!r} must be consecutive in the "
+                    f"batch: {previous.version} is followed by {event.version}",
+                )
+        last[event.aggregate_id] = event
+
+
+def check_limit(limit: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_READ_LIMIT:
+        raise InvalidQueryError(f"limit must be an integer from 1 to {MAX_READ_LIMIT}, not {limit!r}")
+    return limit
+
+
+def check_position(after_position: int) -> int:
+    if isinstance(after_position, bool) or not isinstance(after_position, int) or after_position < 0:
+        raise InvalidQueryError(f"after_position must be an integer >= 0, not {after_position!r}")
+    return after_position
+
+
+def check_version(from_version: int) -> int:
+    if isinstance(from_version, bool) or not isinstance(from_version, int) or from_version < 1:
+        raise InvalidQueryError(f"from_version must be an integer >= 1, not {from_version!r}")
+    return from_version
+
+
+def check_time(value: datetime | None, name: str) -> datetime | None:
+    if value is not None and (value.tzinfo is None or value.utcoffset() is None):
+        raise InvalidQueryError(f"{name} must be timezone-aware, not naive ({value.isoformat()})")
+    return value
+
+
+def check_text(value: str, name: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidQueryError(f"{name} must be a non-empty string, not {value!r}")
+    return value
+
+
+def resolve_retry(events: Sequence[Event], stored: dict[str, Event]) -> list[int] | None:
+    """Decide an append whose event ids may already be stored (`stored`: id -> stored event).
+
+    None when none of the batch is stored (the append proceeds, or its conflict stands); the
+    stored positions when all of it is stored unchanged (an idempotent retry);
+    `DuplicateEventError` when an id is stored with other content, or only part of the batch is.
+    """
+    if not stored:
+        return None
+    for event in events:
+        found = stored.get(event.id)
+        if found is not None and not found.same_content(event):
+            raise DuplicateEventError(event.id)
+    if any(e.id not in stored for e in events):
+        raise DuplicateEventError(
+            next(e.id for e in events if e.id in stored),
+            "is already stored but other events of this batch are not; a batch is stored "
+            "whole, so resend the original batch unchanged",
+        )
+    return [stored[e.id].position or 0 for e in events]

@@ -1,0 +1,94 @@
+"""The store contract, as a ladder of capabilities (each reader asks only for what it needs).
+
+`AggregateStore` appends and reads one aggregate's stream; `EventLog` adds the global log and
+the cross-aggregate queries; `EventStore` adds the lifecycle. Every backend implements
+`EventStore` and passes the one contract suite in `tests/contract/`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Protocol, Self, runtime_checkable
+
+from eventstore.events import Event
+
+MAX_READ_LIMIT = 10_000
+"""Largest `limit` a bounded read accepts: no read loads an unbounded result into memory."""
+
+
+@runtime_checkable
+class AggregateStore(Protocol):
+    """Append events to aggregates and read one aggregate's history."""
+
+    def append_event(self, event: Event) -> int:
+        """Store one event and return its global position.
+
+        The event's version must be the aggregate's current version + 1, else
+        `ConcurrencyError`. Appending an event whose id is already stored with identical
+        content writes nothing and returns the stored position; with different content it
+        raises `DuplicateEventError`.
+        """
+        ...
+
+    def append_events(self, events: Sequence[Event]) -> list[int]:
+        """Store a batch atomically (all or none) and return the positions in batch order.
+
+        Versions of one aggregate must be consecutive within the batch and start at its
+        current version + 1. The batch is idempotent as a whole: resending a batch that is
+        entirely stored returns its positions.
+        """
+        ...
+
+    def get_events_by_aggregate(self, aggregate_id: str, from_version: int = 1) -> Iterator[Event]:
+        """The aggregate's events with version >= `from_version`, ascending, read in pages."""
+        ...
+
+
+@runtime_checkable
+class EventLog(Protocol):
+    """The global, ordered log of every event, and queries across aggregates."""
+
+    def get_events_by_type(
+        self,
+        event_type: str,
+        from_timestamp: datetime | None = None,
+        to_timestamp: datetime | None = None,
+    ) -> Iterator[Event]:
+        """Events of one type with timestamp in [from, to), ordered by position, read in pages."""
+        ...
+
+    def get_all_events(self, from_timestamp: datetime | None = None, limit: int = 100) -> list[Event]:
+        """At most `limit` events with timestamp >= `from_timestamp`, by (timestamp, position)."""
+        ...
+
+    def read_all(self, after_position: int = 0, limit: int = 1000) -> list[Event]:
+        """The next at most `limit` events of the global log after `after_position`.
+
+        A catch-up reader that passes the last position it saw never misses an event: an
+        event that commits later never carries a position below one already returned.
+        """
+        ...
+
+
+@runtime_checkable
+class EventStore(AggregateStore, EventLog, Protocol):
+    """A complete store: both capabilities, plus schema management and closing."""
+
+    def migrate(self) -> list[str]:
+        """Bring the schema up to date (idempotent); return the names of migrations applied."""
+        ...
+
+    def close(self) -> None:
+        """Release connections; the store cannot be used afterwards."""
+        ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...

@@ -1,0 +1,371 @@
+"""The PostgreSQL backend: psycopg 3 with a connection pool.
+
+Every append is one call of the `append_events()` SQL function (see the migration for the
+ordering argument behind `read_all`), run as a single autocommit statement: one round trip, one
+transaction. psycopg errors are translated into the package's errors in `_translate`, the one
+place that knows about SQLSTATEs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+
+import psycopg
+import psycopg_pool
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+from eventstore.errors import (
+    ConcurrencyError,
+    ConfigurationError,
+    DuplicateEventError,
+    EventStoreError,
+    EventValidationError,
+    MigrationError,
+    StoreUnavailableError,
+)
+from eventstore.events import Event, encode_json
+from eventstore.store._common import (
+    PAGE_SIZE,
+    check_batch,
+    check_limit,
+    check_position,
+    check_text,
+    check_time,
+    check_version,
+    load_migrations,
+    resolve_retry,
+)
+from eventstore.versioning import Upcasters
+
+DEFAULT_SCHEMA = "eventstore"
+MIN_SERVER_VERSION = 130000  # xid8 and pg_current_xact_id() arrived in PostgreSQL 13
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}\Z")
+_MIGRATION_LOCK = 7262298810127732
+
+# SQLSTATEs raised by our own SQL (see the migration).
+_VERSION_CONFLICT = "ES409"
+_IMMUTABLE = "ES405"
+
+_COLUMNS = sql.SQL(
+    'position, id, event_type, aggregate_id, aggregate_type, version, "timestamp", payload, '
+    "metadata, schema_version, recorded_at"
+)
+_APPEND = sql.SQL(
+    "SELECT append_events(%s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[],"
+    " %s::integer[], %s::timestamptz[], %s::text[], %s::text[])"
+)
+_BY_AGGREGATE = sql.SQL(
+    "SELECT {cols} FROM events WHERE aggregate_id = %(key)s AND version > %(after)s "
+    "ORDER BY version LIMIT %(limit)s"
+).format(cols=_COLUMNS)
+_BY_TYPE = sql.SQL(
+    "SELECT {cols} FROM events WHERE event_type = %(key)s AND position > %(after)s "
+    "AND \"timestamp\" >= coalesce(%(start)s::timestamptz, '-infinity') "
+    "AND \"timestamp\" < coalesce(%(end)s::timestamptz, 'infinity') "
+    "ORDER BY position LIMIT %(limit)s"
+).format(cols=_COLUMNS)
+_ALL_BY_TIME = sql.SQL(
+    "SELECT {cols} FROM events "
+    "WHERE \"timestamp\" >= coalesce(%(start)s::timestamptz, '-infinity') "
+    'ORDER BY "timestamp", position LIMIT %(limit)s'
+).format(cols=_COLUMNS)
+# Only rows of transactions below the snapshot's xmin: see the migration for why this never
+# lets a reader skip an event that commits later.
+_READ_ALL = sql.SQL(
+    "SELECT {cols} FROM events WHERE position > %(after)s "
+    "AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) "
+    "ORDER BY position LIMIT %(limit)s"
+).format(cols=_COLUMNS)
+_BY_IDS = sql.SQL("SELECT {cols} FROM events WHERE id = ANY(%s::text[])").format(cols=_COLUMNS)
+
+
+def describe_url(url: str) -> str:
+    """`host:port/dbname` of a connection URL, without credentials, for messages."""
+    try:
+        parts = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "<unparsable URL>"
+    return f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}/{parts.get('dbname', '')}"
+
+
+def _translate(error: psycopg.Error, where: str) -> EventStoreError:
+    """The one mapping from psycopg errors to ours."""
+    state = error.sqlstate or ""
+    if isinstance(error, psycopg.errors.UndefinedTable | psycopg.errors.UndefinedFunction):
+        return MigrationError(
+            f"the event store tables are missing or out of date in {where} ({error.diag.message_primary}); "
+            "run `eventstore migrate` (or store.migrate())"
+        )
+    if isinstance(error, psycopg.OperationalError | psycopg_pool.PoolTimeout) or state.startswith(
+        ("08", "57P")
+    ):
+        return StoreUnavailableError(
+            f"PostgreSQL at {where} is unavailable: {str(error).strip()}; check that the server "
+            "runs and EVENTSTORE_DATABASE_URL is right (scripts/services.sh start starts a local one)"
+        )
+    if state == _IMMUTABLE:
+        return EventStoreError(f"PostgreSQL refused the change: {error.diag.message_primary}")
+    return EventStoreError(f"PostgreSQL error at {where} [{state}]: {str(error).strip()}")
+
+
+def _conflict_error(error: psycopg.Error, events: Sequence[Event]) -> EventStoreError:
+    detail = json.loads(error.diag.message_detail or "{}")
+    aggregate_id = detail.get("aggregate_id", "?")
+    mine = next(e for e in events if e.aggregate_id == aggregate_id)
+    stored_type = detail.get("current_type")
+    if stored_type is not None and stored_type != mine.aggregate_type:
+        return EventValidationError(
+            "aggregate_type",
+            f"aggregate {aggregate_id!r} is stored as a {stored_type}, not a {mine.aggregate_type}",
+        )
+    return ConcurrencyError(
+        aggregate_id, expected_version=int(detail["expected"]), actual_version=int(detail["actual"])
+    )
+
+
+def _row_to_event(row: tuple[Any, ...]) -> Event:
+    # Rows come from our own table, written only after validation: skip re-validating them.
+    return Event.model_construct(
+        position=row[0],
+        id=row[1],
+        event_type=row[2],
+        aggregate_id=row[3],
+        aggregate_type=row[4],
+        version=row[5],
+        timestamp=row[6],
+        payload=row[7],
+        metadata=row[8],
+        schema_version=row[9],
+        recorded_at=row[10],
+    )
+
+
+class PostgresEventStore:
+    """The event store on PostgreSQL (13 or newer), in its own schema of the database.
+
+    Thread-safe: operations borrow connections from a pool. Create with `open_store(url)` or
+    directly; call `migrate()` once per database (idempotent) before use.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str = DEFAULT_SCHEMA,
+        upcasters: Upcasters | None = None,
+        min_connections: int = 1,
+        max_connections: int = 20,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        if not _SCHEMA_NAME.match(schema):
+            raise ConfigurationError(
+                f"schema {schema!r} is not a valid name: use lower-case letters, digits and '_'"
+            )
+        self.schema = schema
+        self._where = describe_url(url)
+        self._upcasters = upcasters or Upcasters()
+        self._check_server(url, connect_timeout)
+        self._pool = psycopg_pool.ConnectionPool(
+            url,
+            min_size=min_connections,
+            max_size=max_connections,
+            kwargs={"autocommit": True, "connect_timeout": max(1, int(connect_timeout))},
+            configure=self._configure,
+            timeout=connect_timeout,
+            name=f"eventstore-{schema}",
+            open=False,
+        )
+        try:
+            self._pool.open(wait=True, timeout=connect_timeout)
+        except psycopg_pool.PoolTimeout as error:
+            self._pool.close()
+            raise _translate(error, self._where) from None
+
+    def _check_server(self, url: str, timeout: float) -> None:
+        try:
+            with psycopg.connect(url, connect_timeout=max(1, int(timeout))) as conn:
+                version = conn.info.server_version
+        except psycopg.ProgrammingError as error:
+            raise ConfigurationError(f"invalid PostgreSQL URL: {error}") from None
+        except psycopg.Error as error:
+            raise _translate(error, self._where) from None
+        if version < MIN_SERVER_VERSION:
+            raise ConfigurationError(
+                f"PostgreSQL at {self._where} is version {version}; the event store needs 13 or newer"
+            )
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+
+    def __repr__(self) -> str:
+        return f"PostgresEventStore({self._where}, schema={self.schema!r})"
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as error:
+            raise _translate(error, self._where) from error
+
+    # -- schema -----------------------------------------------------------------------------
+
+    def migrate(self) -> list[str]:
+        migrations = load_migrations("postgres")
+        applied_now: list[str] = []
+        with self._connection() as conn, conn.transaction():
+            # One migrator at a time per database: a second one waits, then finds it done.
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            schema = sql.Identifier(self.schema)
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
+            conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(schema))
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS migrations (version integer PRIMARY KEY, "
+                "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            applied = {row[0] for row in conn.execute("SELECT version FROM migrations")}
+            newest = max(m.version for m in migrations)
+            if applied and max(applied) > newest:
+                raise MigrationError(
+                    f"schema {self.schema!r} is at migration {max(applied)}, newer than this "
+                    f"code knows ({newest}); upgrade the eventstore package"
+                )
+            for migration in migrations:
+                if migration.version in applied:
+                    continue
+                conn.execute(migration.sql.encode())
+                conn.execute(
+                    "INSERT INTO migrations (version, name) VALUES (%s, %s)",
+                    (migration.version, migration.name),
+                )
+                applied_now.append(migration.name)
+        return applied_now
+
+    # -- appends ----------------------------------------------------------------------------
+
+    def append_event(self, event: Event) -> int:
+        return self.append_events([event])[0]
+
+    def append_events(self, events: Sequence[Event]) -> list[int]:
+        events = list(events)
+        if not events:
+            return []
+        check_batch(events)
+        params = (
+            [e.id for e in events],
+            [e.aggregate_id for e in events],
+            [e.aggregate_type for e in events],
+            [e.event_type for e in events],
+            [e.version for e in events],
+            [e.schema_version for e in events],
+            [e.timestamp for e in events],
+            [encode_json(e.payload) for e in events],
+            [encode_json(e.metadata) for e in events],
+        )
+        with self._connection() as conn:
+            try:
+                return [row[0] for row in conn.execute(_APPEND, params)]
+            except psycopg.Error as error:
+                self._release_critical_section(conn)
+                if not self._is_conflict(error):
+                    raise
+                conflict = error
+        # A conflict may be the retry of a batch that is already stored: then it succeeds.
+        stored = self._stored_positions(events)
+        if stored is not None:
+            return stored
+        if conflict.sqlstate == _VERSION_CONFLICT:
+            raise _conflict_error(conflict, events) from None
+        raise DuplicateEventError(events[0].id) from None  # unreachable: ids are never deleted
+
+    @staticmethod
+    def _is_conflict(error: psycopg.Error) -> bool:
+        if error.sqlstate == _VERSION_CONFLICT:
+            return True
+        return isinstance(error, psycopg.errors.UniqueViolation) and (
+            error.diag.constraint_name == "events_id_key"
+        )
+
+    @staticmethod
+    def _release_critical_section(conn: psycopg.Connection[Any]) -> None:
+        # The position lock is a session lock: an error inside append_events() (a cancelled
+        # query) could leave it held by this pooled connection, blocking every writer.
+        if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            conn.execute("SELECT pg_advisory_unlock_all()")
+
+    def _stored_positions(self, events: Sequence[Event]) -> list[int] | None:
+        with self._connection() as conn:
+            rows = conn.execute(_BY_IDS, ([e.id for e in events],)).fetchall()
+        return resolve_retry(events, {row[1]: _row_to_event(row) for row in rows})
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def _fetch(self, query: sql.Composed, params: dict[str, Any]) -> list[Event]:
+        with self._connection() as conn:
+            rows = conn.execute(query, params).fetchall()
+        upcast = self._upcasters.upcast
+        return [upcast(_row_to_event(row)) for row in rows]
+
+    def _pages(
+        self, query: sql.Composed, params: dict[str, Any], after: int, key: Callable[[Event], int]
+    ) -> Iterator[Event]:
+        # Keyset pagination: each page is its own short query, so an abandoned iterator holds
+        # no connection and memory stays bounded by one page.
+        while True:
+            page = self._fetch(query, {**params, "after": after, "limit": PAGE_SIZE})
+            yield from page
+            if len(page) < PAGE_SIZE:
+                return
+            after = key(page[-1])
+
+    def get_events_by_aggregate(self, aggregate_id: str, from_version: int = 1) -> Iterator[Event]:
+        check_text(aggregate_id, "aggregate_id")
+        check_version(from_version)
+        return self._pages(
+            _BY_AGGREGATE, {"key": aggregate_id}, from_version - 1, lambda e: e.version
+        )
+
+    def get_events_by_type(
+        self,
+        event_type: str,
+        from_timestamp: datetime | None = None,
+        to_timestamp: datetime | None = None,
+    ) -> Iterator[Event]:
+        check_text(event_type, "event_type")
+        params = {
+            "key": event_type,
+            "start": check_time(from_timestamp, "from_timestamp"),
+            "end": check_time(to_timestamp, "to_timestamp"),
+        }
+        return self._pages(_BY_TYPE, params, 0, lambda e: e.position or 0)
+
+    def get_all_events(self, from_timestamp: datetime | None = None, limit: int = 100) -> list[Event]:
+        start = check_time(from_timestamp, "from_timestamp")
+        return self._fetch(_ALL_BY_TIME, {"start": start, "limit": check_limit(limit)})
+
+    def read_all(self, after_position: int = 0, limit: int = 1000) -> list[Event]:
+        params = {"after": check_position(after_position), "limit": check_limit(limit)}
+        return self._fetch(_READ_ALL, params)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,338 @@
+"""The embedded backend: one SQLite file in WAL mode, for running with no servers at all.
+
+Appends run under `BEGIN IMMEDIATE`, which admits one writer at a time (across threads and
+processes). Positions are therefore handed out in commit order, and a catch-up reader of the
+global log can never skip an event. sqlite3 errors are translated in `_translate`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from eventstore.errors import (
+    ConcurrencyError,
+    EventStoreError,
+    EventValidationError,
+    MigrationError,
+    StoreUnavailableError,
+)
+from eventstore.events import Event, encode_json
+from eventstore.store._common import (
+    PAGE_SIZE,
+    check_batch,
+    check_limit,
+    check_position,
+    check_text,
+    check_time,
+    check_version,
+    load_migrations,
+    resolve_retry,
+)
+from eventstore.versioning import Upcasters
+
+_COLUMNS = (
+    "position, id, event_type, aggregate_id, aggregate_type, version, timestamp, payload, "
+    "metadata, schema_version, recorded_at"
+)
+_BY_AGGREGATE = (
+    f"SELECT {_COLUMNS} FROM events WHERE aggregate_id = :key AND version > :after "
+    "ORDER BY version LIMIT :limit"
+)
+_BY_TYPE = (
+    f"SELECT {_COLUMNS} FROM events WHERE event_type = :key AND position > :after "
+    "AND (:start IS NULL OR timestamp >= :start) AND (:end IS NULL OR timestamp < :end) "
+    "ORDER BY position LIMIT :limit"
+)
+_ALL_BY_TIME = (
+    f"SELECT {_COLUMNS} FROM events WHERE (:start IS NULL OR timestamp >= :start) "
+    "ORDER BY timestamp, position LIMIT :limit"
+)
+_READ_ALL = f"SELECT {_COLUMNS} FROM events WHERE position > :after ORDER BY position LIMIT :limit"
+_BY_IDS = f"SELECT {_COLUMNS} FROM events WHERE id IN (SELECT value FROM json_each(?))"
+_INSERT_EVENT = (
+    "INSERT INTO events (position, id, aggregate_id, aggregate_type, event_type, version, "
+    "schema_version, timestamp, payload, metadata, recorded_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_UPSERT_STREAM = (
+    "INSERT INTO streams (aggregate_id, aggregate_type, version) VALUES (?, ?, ?) "
+    "ON CONFLICT (aggregate_id) DO UPDATE SET version = excluded.version"
+)
+
+
+def _time_text(value: datetime) -> str:
+    """Fixed-width UTC text, so that SQLite's text order is time order."""
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _row_to_event(row: tuple[Any, ...]) -> Event:
+    return Event.model_construct(
+        position=row[0],
+        id=row[1],
+        event_type=row[2],
+        aggregate_id=row[3],
+        aggregate_type=row[4],
+        version=row[5],
+        timestamp=datetime.fromisoformat(row[6]),
+        payload=json.loads(row[7]),
+        metadata=json.loads(row[8]),
+        schema_version=row[9],
+        recorded_at=datetime.fromisoformat(row[10]),
+    )
+
+
+def _translate(error: sqlite3.Error, where: str) -> EventStoreError:
+    """The one mapping from sqlite3 errors to ours."""
+    text = str(error)
+    if "no such table" in text:
+        return MigrationError(
+            f"the event store tables are missing in {where} ({text}); "
+            "run `eventstore migrate` (or store.migrate())"
+        )
+    if isinstance(error, sqlite3.OperationalError):
+        return StoreUnavailableError(f"SQLite database {where} is unavailable: {text}")
+    return EventStoreError(f"SQLite error in {where}: {text}")
+
+
+class SqliteEventStore:
+    """The event store in one SQLite file (or `":memory:"`), same contract as PostgreSQL.
+
+    Thread-safe: one connection guarded by a lock. Several processes may share the file;
+    SQLite serialises their writes.
+    """
+
+    def __init__(
+        self, path: str | Path, *, upcasters: Upcasters | None = None, busy_timeout: float = 30.0
+    ) -> None:
+        self.path = str(path)
+        self._upcasters = upcasters or Upcasters()
+        self._lock = threading.RLock()
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(
+                self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+            )
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            # FULL: a commit is on disk when append returns (an event store loses nothing).
+            self._conn.execute("PRAGMA synchronous = FULL")
+            self._conn.execute("PRAGMA foreign_keys = ON")
+        except (sqlite3.Error, OSError) as error:
+            raise StoreUnavailableError(f"cannot open SQLite database {self.path}: {error}") from None
+
+    def __repr__(self) -> str:
+        return f"SqliteEventStore({self.path!r})"
+
+    @contextmanager
+    def _locked(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                yield self._conn
+            except sqlite3.Error as error:
+                raise _translate(error, self.path) from error
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction: IMMEDIATE takes the write lock up front, so reads inside it
+        see the state that the writes will change."""
+        with self._locked() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    # -- schema -----------------------------------------------------------------------------
+
+    def migrate(self) -> list[str]:
+        applied_now: list[str] = []
+        with self._transaction() as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS migrations (version INTEGER PRIMARY KEY, "
+                "name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+            )
+            applied = {row[0] for row in conn.execute("SELECT version FROM migrations")}
+            migrations = load_migrations("sqlite")
+            newest = max(m.version for m in migrations)
+            if applied and max(applied) > newest:
+                raise MigrationError(
+                    f"{self.path} is at migration {max(applied)}, newer than this code knows "
+                    f"({newest}); upgrade the eventstore package"
+                )
+            for migration in migrations:
+                if migration.version in applied:
+                    continue
+                # executescript() would commit our transaction: run statement by statement.
+                for statement in _split_statements(migration.sql):
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                    (migration.version, migration.name, _time_text(datetime.now(UTC))),
+                )
+                applied_now.append(migration.name)
+        return applied_now
+
+    # -- appends ----------------------------------------------------------------------------
+
+    def append_event(self, event: Event) -> int:
+        return self.append_events([event])[0]
+
+    def append_events(self, events: Sequence[Event]) -> list[int]:
+        events = list(events)
+        if not events:
+            return []
+        check_batch(events)
+        with self._transaction() as conn:
+            ids = json.dumps([e.id for e in events])
+            rows = conn.execute(_BY_IDS, (ids,))
+            stored = resolve_retry(events, {row[1]: _row_to_event(row) for row in rows})
+            if stored is not None:
+                return stored
+            self._check_versions(conn, events)
+            first = conn.execute("SELECT coalesce(max(position), 0) + 1 FROM events").fetchone()[0]
+            now = _time_text(datetime.now(UTC))
+            positions = list(range(first, first + len(events)))
+            conn.executemany(
+                _INSERT_EVENT,
+                [
+                    (
+                        position,
+                        e.id,
+                        e.aggregate_id,
+                        e.aggregate_type,
+                        e.event_type,
+                        e.version,
+                        e.schema_version,
+                        _time_text(e.timestamp),
+                        encode_json(e.payload),
+                        encode_json(e.metadata),
+                        now,
+                    )
+                    for position, e in zip(positions, events, strict=True)
+                ],
+            )
+            last = {e.aggregate_id: e for e in events}
+            conn.executemany(
+                _UPSERT_STREAM, [(e.aggregate_id, e.aggregate_type, e.version) for e in last.values()]
+            )
+            conn.executemany(
+                "INSERT INTO outbox (position, aggregate_type, aggregate_id, enqueued_at) "
+                "VALUES (?, ?, ?, ?)",
+                [(p, e.aggregate_type, e.aggregate_id, now) for p, e in zip(positions, events, strict=True)],
+            )
+            return positions
+
+    @staticmethod
+    def _check_versions(conn: sqlite3.Connection, events: Sequence[Event]) -> None:
+        first: dict[str, Event] = {}
+        for event in events:
+            first.setdefault(event.aggregate_id, event)
+        for aggregate_id in sorted(first):
+            event = first[aggregate_id]
+            row = conn.execute(
+                "SELECT version, aggregate_type FROM streams WHERE aggregate_id = ?", (aggregate_id,)
+            ).fetchone()
+            current, stored_type = (row[0], row[1]) if row else (0, None)
+            if stored_type is not None and stored_type != event.aggregate_type:
+                raise EventValidationError(
+                    "aggregate_type",
+                    f"aggregate {aggregate_id!r} is stored as a {stored_type}, "
+                    f"not a {event.aggregate_type}",
+                )
+            if event.version != current + 1:
+                raise ConcurrencyError(
+                    aggregate_id, expected_version=current + 1, actual_version=event.version
+                )
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def _fetch(self, query: str, params: dict[str, Any]) -> list[Event]:
+        with self._locked() as conn:
+            rows = conn.execute(query, params).fetchall()
+        upcast = self._upcasters.upcast
+        return [upcast(_row_to_event(row)) for row in rows]
+
+    def _pages(
+        self, query: str, params: dict[str, Any], after: int, key: Callable[[Event], int]
+    ) -> Iterator[Event]:
+        while True:
+            page = self._fetch(query, {**params, "after": after, "limit": PAGE_SIZE})
+            yield from page
+            if len(page) < PAGE_SIZE:
+                return
+            after = key(page[-1])
+
+    def get_events_by_aggregate(self, aggregate_id: str, from_version: int = 1) -> Iterator[Event]:
+        check_text(aggregate_id, "aggregate_id")
+        check_version(from_version)
+        return self._pages(
+            _BY_AGGREGATE, {"key": aggregate_id}, from_version - 1, lambda e: e.version
+        )
+
+    def get_events_by_type(
+        self,
+        event_type: str,
+        from_timestamp: datetime | None = None,
+        to_timestamp: datetime | None = None,
+    ) -> Iterator[Event]:
+        check_text(event_type, "event_type")
+        start = check_time(from_timestamp, "from_timestamp")
+        end = check_time(to_timestamp, "to_timestamp")
+        params = {
+            "key": event_type,
+            "start": _time_text(start) if start else None,
+            "end": _time_text(end) if end else None,
+        }
+        return self._pages(_BY_TYPE, params, 0, lambda e: e.position or 0)
+
+    def get_all_events(self, from_timestamp: datetime | None = None, limit: int = 100) -> list[Event]:
+        start = check_time(from_timestamp, "from_timestamp")
+        params = {"start": _time_text(start) if start else None, "limit": check_limit(limit)}
+        return self._fetch(_ALL_BY_TIME, params)
+
+    def read_all(self, after_position: int = 0, limit: int = 1000) -> list[Event]:
+        params = {"after": check_position(after_position), "limit": check_limit(limit)}
+        return self._fetch(_READ_ALL, params)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _split_statements(script: str) -> list[str]:
+    """Split a migration into statements, keeping trigger bodies (BEGIN ... END;) whole."""
+    statements: list[str] = []
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        if line.lstrip().startswith("--"):
+            continue
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip():
+        statements.append(buffer.strip())
+    return statements

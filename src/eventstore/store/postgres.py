@@ -95,6 +95,16 @@ def describe_url(url: str) -> str:
     return f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}/{parts.get('dbname', '')}"
 
 
+def _check_url(url: str) -> None:
+    try:
+        parts = conninfo_to_dict(url)
+    except psycopg.ProgrammingError as error:
+        raise ConfigurationError(f"invalid PostgreSQL URL: {error}") from None
+    for port in str(parts.get("port") or "5432").split(","):
+        if not port.isdigit():
+            raise ConfigurationError(f"invalid PostgreSQL URL: port {port!r} is not a number")
+
+
 def _translate(error: psycopg.Error, where: str) -> EventStoreError:
     """The one mapping from psycopg errors to ours."""
     state = error.sqlstate or ""
@@ -168,6 +178,7 @@ class PostgresEventStore:
             raise ConfigurationError(
                 f"schema {schema!r} is not a valid name: use lower-case letters, digits and '_'"
             )
+        _check_url(url)
         self.schema = schema
         self._where = describe_url(url)
         self._upcasters = upcasters or Upcasters()

@@ -108,6 +108,7 @@ def _check_url(url: str) -> None:
 def _translate(error: psycopg.Error, where: str) -> EventStoreError:
     """The one mapping from psycopg errors to ours."""
     state = error.sqlstate or ""
+    text = " ".join(str(error).split())  # one line: libpq messages carry newlines
     if isinstance(error, psycopg.errors.UndefinedTable | psycopg.errors.UndefinedFunction):
         return MigrationError(
             f"the event store tables are missing or out of date in {where} ({error.diag.message_primary}); "
@@ -117,12 +118,12 @@ def _translate(error: psycopg.Error, where: str) -> EventStoreError:
         ("08", "57P")
     ):
         return StoreUnavailableError(
-            f"PostgreSQL at {where} is unavailable: {str(error).strip()}; check that the server "
+            f"PostgreSQL at {where} is unavailable: {text}; check that the server "
             "runs and EVENTSTORE_DATABASE_URL is right (scripts/services.sh start starts a local one)"
         )
     if state == _IMMUTABLE:
         return EventStoreError(f"PostgreSQL refused the change: {error.diag.message_primary}")
-    return EventStoreError(f"PostgreSQL error at {where} [{state}]: {str(error).strip()}")
+    return EventStoreError(f"PostgreSQL error at {where} [{state}]: {text}")
 
 
 def _conflict_error(error: psycopg.Error, events: Sequence[Event]) -> EventStoreError:

@@ -1,0 +1,307 @@
+"""`eventstore`: the command line of the event store.
+
+Options come from flags first, then from `EVENTSTORE_*` environment variables (read through
+`Settings`, here at the entry point only). Every failure the user can fix prints one line
+starting with `error:` and exits non-zero; no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, TextIO
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from eventstore.config import Settings
+from eventstore.errors import ConfigurationError, EventStoreError, EventValidationError
+from eventstore.events import Event
+from eventstore.store import DEFAULT_SQLITE_PATH, EventStore, open_store
+
+app = typer.Typer(
+    name="eventstore",
+    help="The game platform's event store: append, query and tail events; run the demo.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+
+@dataclass
+class Context:
+    database_url: str | None
+    schema: str | None
+
+    def open(self) -> EventStore:
+        return open_store(self.database_url, schema=self.schema)
+
+    def describe(self) -> str:
+        if self.database_url is None:
+            return f"embedded SQLite file {DEFAULT_SQLITE_PATH}"
+        return self.database_url.split("@")[-1]
+
+
+@app.callback()
+def _options(
+    ctx: typer.Context,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="postgresql://user@host:port/db or sqlite:///file.db "
+            "[env EVENTSTORE_DATABASE_URL; unset: embedded SQLite file]",
+            show_default=False,
+        ),
+    ] = None,
+    schema: Annotated[
+        str | None,
+        typer.Option(help="PostgreSQL schema of the store [env EVENTSTORE_DATABASE_SCHEMA]"),
+    ] = None,
+) -> None:
+    settings = Settings()
+    ctx.obj = Context(database_url or settings.database_url, schema or settings.database_schema)
+
+
+@app.command()
+def migrate(ctx: typer.Context) -> None:
+    """Create or update the store's tables (safe to run any number of times)."""
+    context: Context = ctx.obj
+    with context.open() as store:
+        applied = store.migrate()
+    if applied:
+        console.print(f"migrated {context.describe()}: applied {', '.join(applied)}")
+    else:
+        console.print(f"{context.describe()} is up to date")
+
+
+def _read_events(source: TextIO, name: str) -> list[Event]:
+    """Parse and validate every line before anything is stored; errors name the line."""
+    events: list[Event] = []
+    for number, line in enumerate(source, start=1):
+        if not line.strip():
+            continue
+        try:
+            data: Any = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise EventValidationError(f"{name}:{number}", f"not valid JSON ({error.msg})") from None
+        if isinstance(data, dict):
+            data.setdefault("id", str(uuid.uuid4()))
+            data.setdefault("timestamp", datetime.now().astimezone().isoformat())
+        try:
+            events.append(Event.from_dict(data))
+        except EventValidationError as error:
+            raise EventValidationError(f"{name}:{number}: {error.field}", error.rule) from None
+    return events
+
+
+@app.command()
+def append(
+    ctx: typer.Context,
+    file: Annotated[str, typer.Argument(help="JSON lines file of events, or - for stdin")] = "-",
+    batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="events per atomic append")] = 1000,
+    as_json: Annotated[bool, typer.Option("--json", help="print positions as JSON")] = False,
+) -> None:
+    """Append events from JSON lines (one event object per line; `id` and `timestamp` are
+    filled when missing).
+
+    Every line is validated before anything is stored. Each batch is atomic; resending a file
+    is safe, since events already stored unchanged are skipped, so after a conflict fix the
+    input and run the same command again.
+    """
+    context: Context = ctx.obj
+    if file == "-":
+        events = _read_events(sys.stdin, "stdin")
+    else:
+        path = Path(file)
+        if not path.is_file():
+            raise ConfigurationError(f"no such file: {file}")
+        with path.open(encoding="utf-8") as handle:
+            events = _read_events(handle, path.name)
+    positions: list[int] = []
+    with context.open() as store:
+        for start in range(0, len(events), batch_size):
+            positions.extend(store.append_events(events[start : start + batch_size]))
+    if as_json:
+        console.print_json(json.dumps({"appended": len(positions), "positions": positions}))
+    else:
+        span = f" (positions {positions[0]}..{positions[-1]})" if positions else ""
+        console.print(f"appended {len(positions)} events to {context.describe()}{span}")
+
+
+def _parse_time(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigurationError(f"{option} {value!r} is not an ISO 8601 time") from None
+    return parsed if parsed.tzinfo else parsed.astimezone()
+
+
+def _print_events(events: Iterator[Event] | list[Event], as_json: bool) -> int:
+    """One line per event (`--json`: one JSON object per line), like `git log --oneline`."""
+    count = 0
+    width = console.width if sys.stdout.isatty() else None  # cut long lines only on a terminal
+    for event in events:
+        if as_json:
+            line = json.dumps(event.to_dict(), ensure_ascii=False)
+        else:
+            when = event.timestamp.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+            head = (
+                f"{event.position:>8}  {when}  {event.aggregate_type}/{event.aggregate_id} "
+                f"v{event.version}  {event.event_type}  "
+            )
+            payload = json.dumps(event.payload, ensure_ascii=False)
+            room = None if width is None else max(20, width - len(head))
+            if room is not None and len(payload) > room:
+                payload = payload[: room - 3] + "..."
+            line = head + payload
+        sys.stdout.write(line + "\n")
+        count += 1
+    return count
+
+
+@app.command()
+def events(
+    ctx: typer.Context,
+    aggregate: Annotated[str | None, typer.Option(help="one aggregate's history")] = None,
+    from_version: Annotated[int, typer.Option(min=1, help="with --aggregate: first version")] = 1,
+    event_type: Annotated[str | None, typer.Option("--type", help="events of one type")] = None,
+    since: Annotated[str | None, typer.Option(help="ISO time, inclusive")] = None,
+    until: Annotated[str | None, typer.Option(help="ISO time, exclusive (with --type)")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="most events shown")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines, one event each")] = False,
+) -> None:
+    """Query events: by aggregate, by type within a time range, or all from a time."""
+    context: Context = ctx.obj
+    start, end = _parse_time(since, "--since"), _parse_time(until, "--until")
+    with context.open() as store:
+        if aggregate is not None:
+            found: Iterator[Event] | list[Event] = store.get_events_by_aggregate(aggregate, from_version)
+        elif event_type is not None:
+            found = store.get_events_by_type(event_type, start, end)
+        else:
+            found = store.get_all_events(start, limit)
+        shown = _print_events(_take(found, limit), as_json)
+    if not as_json:
+        errors.print(f"{shown} events")
+
+
+def _take(events: Iterator[Event] | list[Event], limit: int) -> Iterator[Event]:
+    for count, event in enumerate(events):
+        if count >= limit:
+            return
+        yield event
+
+
+@app.command()
+def tail(
+    ctx: typer.Context,
+    after: Annotated[int, typer.Option(min=0, help="start after this global position")] = 0,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep waiting for new events")] = False,
+    poll: Annotated[float, typer.Option(min=0.05, help="seconds between polls with --follow")] = 0.5,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines, one event each")] = False,
+) -> None:
+    """Print the global log in position order, from a position on (like `tail -f`)."""
+    context: Context = ctx.obj
+    with context.open() as store:
+        try:
+            while True:
+                page = store.read_all(after, 1000)
+                if page:
+                    _print_events(page, as_json)
+                    after = page[-1].position or after
+                elif not follow:
+                    return
+                else:
+                    time.sleep(poll)
+        except KeyboardInterrupt:
+            return
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    players: Annotated[int, typer.Option(min=1, max=100_000, help="players in the world")] = 300,
+    items: Annotated[int, typer.Option(min=0, max=100_000, help="items in the world")] = 120,
+    ticks: Annotated[int, typer.Option(min=1, max=100_000, help="ticks of play")] = 60,
+    seed: Annotated[int, typer.Option(help="random seed of the simulation")] = 7,
+) -> None:
+    """Run a small game world on the store (the embedded SQLite file unless configured)."""
+    from eventstore.demo.world import World, player_state
+
+    context: Context = ctx.obj
+    world = World(f"world-{uuid.uuid4().hex[:6]}", players=players, items=items, seed=seed)
+    by_type: Counter[str] = Counter()
+    started = time.perf_counter()
+    with context.open() as store:
+        applied = store.migrate()
+        console.print(
+            f"[bold]{world.world_id}[/]: {players} players, {items} items, {ticks} ticks "
+            f"on {context.describe()}" + (" (schema created)" if applied else "")
+        )
+        progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[events]} events"), TimeElapsedColumn(), console=console,
+        )
+        with progress:
+            task = progress.add_task("playing", total=ticks + 1, events=0)
+            appended = 0
+            for tick in range(ticks + 1):
+                batch = world.genesis() if tick == 0 else world.tick()
+                appended += len(store.append_events(batch))
+                by_type.update(e.event_type for e in batch)
+                progress.update(task, advance=1, events=appended)
+        elapsed = time.perf_counter() - started
+
+        summary = Table("event type", "stored", title="What the world stored", box=None)
+        for event_type, count in sorted(by_type.items()):
+            summary.add_row(event_type, str(count))
+        summary.add_row("[bold]total", f"[bold]{appended}")
+        console.print(summary)
+        console.print(f"{appended} events in {elapsed:.2f} s ({appended / elapsed:,.0f} events/s)")
+
+        state = Table(
+            "player", "version", "zone", "moves", "inventory",
+            title="Current state of a few players, rebuilt from their events", box=None,
+        )
+        for player in world.players[:5]:
+            rebuilt = player_state(store.get_events_by_aggregate(player.id))
+            expected = world.expected_player_state(player.id)
+            if {k: rebuilt[k] for k in expected} != expected:
+                raise EventStoreError(f"rebuilt state of {player.id} differs from the simulation")
+            inventory = ", ".join(i.rsplit("-", 1)[-1] for i in rebuilt["inventory"]) or "-"
+            state.add_row(
+                f"{rebuilt['name']} ({player.id})", str(rebuilt["version"]), rebuilt["zone"],
+                str(rebuilt["moves"]), f"items {inventory}",
+            )
+        console.print(state)
+    console.print(
+        f"Explore it: [cyan]eventstore events --aggregate {world.players[0].id}[/], "
+        f"[cyan]eventstore events --type ItemPickedUp --limit 10[/], [cyan]eventstore tail[/]"
+    )
+
+
+def main() -> None:
+    """Console entry point: run the CLI, turning our errors into one clear line."""
+    try:
+        app()
+    except (EventStoreError, OSError) as error:
+        errors.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
+        code = 2 if isinstance(error, ConfigurationError) else 1
+        raise SystemExit(code) from None
+
+
+if __name__ == "__main__":
+    main()

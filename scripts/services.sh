@@ -19,9 +19,7 @@ STATE="$ROOT/.services"
 PG_PORT=${EVENTSTORE_PG_PORT:-55432}
 KAFKA_PORT=${EVENTSTORE_KAFKA_PORT:-59092}
 CONTROLLER_PORT=${EVENTSTORE_KAFKA_CONTROLLER_PORT:-59093}
-PG_DATA="$STATE/postgres/data"
-PG_RUN="$STATE/postgres/run"
-PG_LOG="$STATE/postgres/postgres.log"
+PG_HOME="$STATE/postgres"
 KAFKA_HOME="$STATE/kafka"
 KAFKA_LIBS="$KAFKA_HOME/libs"
 KAFKA_DATA="$KAFKA_HOME/data"
@@ -61,6 +59,22 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
 
 # ---------------------------------------------------------------- PostgreSQL
 
+# Where the cluster lives: .services/postgres, unless the server's user cannot reach it (a
+# checkout inside a private directory, with us as root); then a folder in that user's home,
+# named after this checkout so that two checkouts never share a cluster.
+choose_pg_home() {
+    mkdir -p "$STATE"
+    if [ "$(id -u)" -eq 0 ] && id postgres >/dev/null 2>&1 \
+        && ! runuser -u postgres -- test -x "$STATE" 2>/dev/null; then
+        local home; home=$(getent passwd postgres | cut -d: -f6)
+        PG_HOME="$home/eventstore-$(printf '%s' "$ROOT" | md5sum | cut -c1-10)"
+        ln -sfn "$PG_HOME" "$STATE/postgres"
+    fi
+    PG_DATA="$PG_HOME/data"
+    PG_RUN="$PG_HOME/run"
+    PG_LOG="$PG_HOME/postgres.log"
+}
+
 pg_bindir() {
     local dir
     dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
@@ -81,10 +95,9 @@ pg_running() { [ -n "$(pg_bindir)" ] && as_pg "$(pg_bindir)/pg_ctl" -D "$PG_DATA
 pg_ready() { "$(pg_bindir)/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -U "$DB_USER" -d postgres; }
 
 start_postgres() {
-    [ -n "$(pg_bindir)" ] || apt_install postgresql
     local bin; bin=$(pg_bindir) || die "PostgreSQL binaries not found after install"
     mkdir -p "$PG_DATA" "$PG_RUN"
-    as_root chown -R "$(pg_user)" "$STATE/postgres"
+    as_root chown -R "$(pg_user)" "$PG_HOME"
     chmod 700 "$PG_DATA"
     if [ ! -f "$PG_DATA/PG_VERSION" ]; then
         log "initdb in $PG_DATA"
@@ -218,19 +231,23 @@ print_env() {
 
 case "${1:-}" in
     start)
+        [ -n "$(pg_bindir)" ] || apt_install postgresql
+        choose_pg_home
         start_postgres
         start_kafka
         print_env
         ;;
-    stop) stop_kafka; stop_postgres ;;
+    stop) choose_pg_home; stop_kafka; stop_postgres ;;
     status)
+        choose_pg_home
         if pg_running; then echo "postgres: running on 127.0.0.1:$PG_PORT"; else echo "postgres: stopped"; fi
         if kafka_running; then echo "kafka: running on 127.0.0.1:$KAFKA_PORT"; else echo "kafka: stopped"; fi
         ;;
     env) print_env ;;
     reset)
+        choose_pg_home
         stop_kafka; stop_postgres
-        as_root rm -rf "$STATE/postgres" "$KAFKA_DATA" "$KAFKA_LOGS"
+        as_root rm -rf "$PG_HOME" "$STATE/postgres" "$KAFKA_DATA" "$KAFKA_LOGS"
         log "data removed (jars kept in $KAFKA_LIBS)"
         ;;
     *) echo "usage: $0 start|stop|status|env|reset" >&2; exit 2 ;;

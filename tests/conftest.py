@@ -21,7 +21,10 @@ from psycopg import sql
 from eventstore import EventStore, open_store
 from eventstore.versioning import Upcasters
 
-START_HINT = "run `make test` (or `scripts/services.sh start` and export what `scripts/services.sh env` prints)"
+START_HINT = (
+    "run `make test` (or `scripts/services.sh start` and export what "
+    "`scripts/services.sh env` prints)"
+)
 
 
 def _unavailable(what: str) -> NoReturn:
@@ -119,7 +122,11 @@ def store_factory(
             return open_store(f"sqlite:///{path}", upcasters=upcasters, **options)
 
     def make_migrated(
-        upcasters: Upcasters | None = None, *, migrate: bool = True, fresh: bool = False, **options: Any
+        upcasters: Upcasters | None = None,
+        *,
+        migrate: bool = True,
+        fresh: bool = False,
+        **options: Any,
     ) -> EventStore:
         store = make(upcasters, fresh, **options)
         opened.append(store)

@@ -94,7 +94,9 @@ def _read_events(source: TextIO, name: str) -> list[Event]:
         try:
             data: Any = json.loads(line)
         except json.JSONDecodeError as error:
-            raise EventValidationError(f"{name}:{number}", f"not valid JSON ({error.msg})") from None
+            raise EventValidationError(
+                f"{name}:{number}", f"not valid JSON ({error.msg})"
+            ) from None
         if isinstance(data, dict):
             data.setdefault("id", str(uuid.uuid4()))
             data.setdefault("timestamp", datetime.now().astimezone().isoformat())
@@ -109,7 +111,9 @@ def _read_events(source: TextIO, name: str) -> list[Event]:
 def append(
     ctx: typer.Context,
     file: Annotated[str, typer.Argument(help="JSON lines file of events, or - for stdin")] = "-",
-    batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="events per atomic append")] = 1000,
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=10_000, help="events per atomic append")
+    ] = 1000,
     as_json: Annotated[bool, typer.Option("--json", help="print positions as JSON")] = False,
 ) -> None:
     """Append events from JSON lines (one event object per line; `id` and `timestamp` are
@@ -188,7 +192,9 @@ def events(
     start, end = _parse_time(since, "--since"), _parse_time(until, "--until")
     with context.open() as store:
         if aggregate is not None:
-            found: Iterator[Event] | list[Event] = store.get_events_by_aggregate(aggregate, from_version)
+            found: Iterator[Event] | list[Event] = store.get_events_by_aggregate(
+                aggregate, from_version
+            )
         elif event_type is not None:
             found = store.get_events_by_type(event_type, start, end)
         else:
@@ -209,8 +215,12 @@ def _take(events: Iterator[Event] | list[Event], limit: int) -> Iterator[Event]:
 def tail(
     ctx: typer.Context,
     after: Annotated[int, typer.Option(min=0, help="start after this global position")] = 0,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep waiting for new events")] = False,
-    poll: Annotated[float, typer.Option(min=0.05, help="seconds between polls with --follow")] = 0.5,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="keep waiting for new events")
+    ] = False,
+    poll: Annotated[
+        float, typer.Option(min=0.05, help="seconds between polls with --follow")
+    ] = 0.5,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines, one event each")] = False,
 ) -> None:
     """Print the global log in position order, from a position on (like `tail -f`)."""
@@ -252,8 +262,12 @@ def demo(
             f"on {context.describe()}" + (" (schema created)" if applied else "")
         )
         progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[events]} events"), TimeElapsedColumn(), console=console,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[events]} events"),
+            TimeElapsedColumn(),
+            console=console,
         )
         with progress:
             task = progress.add_task("playing", total=ticks + 1, events=0)
@@ -273,8 +287,13 @@ def demo(
         console.print(f"{appended} events in {elapsed:.2f} s ({appended / elapsed:,.0f} events/s)")
 
         state = Table(
-            "player", "version", "zone", "moves", "inventory",
-            title="Current state of a few players, rebuilt from their events", box=None,
+            "player",
+            "version",
+            "zone",
+            "moves",
+            "inventory",
+            title="Current state of a few players, rebuilt from their events",
+            box=None,
         )
         for player in world.players[:5]:
             rebuilt = player_state(store.get_events_by_aggregate(player.id))
@@ -283,8 +302,11 @@ def demo(
                 raise EventStoreError(f"rebuilt state of {player.id} differs from the simulation")
             inventory = ", ".join(i.rsplit("-", 1)[-1] for i in rebuilt["inventory"]) or "-"
             state.add_row(
-                f"{rebuilt['name']} ({player.id})", str(rebuilt["version"]), rebuilt["zone"],
-                str(rebuilt["moves"]), f"items {inventory}",
+                f"{rebuilt['name']} ({player.id})",
+                str(rebuilt["version"]),
+                rebuilt["zone"],
+                str(rebuilt["moves"]),
+                f"items {inventory}",
             )
         console.print(state)
     console.print(

@@ -20,7 +20,8 @@ class Settings(BaseSettings):
         description="postgresql://user@host:port/db or sqlite:///file.db; unset: embedded SQLite",
     )
     database_schema: str | None = Field(
-        default=None, description="PostgreSQL schema holding the store's tables (default eventstore)"
+        default=None,
+        description="PostgreSQL schema holding the store's tables (default eventstore)",
     )
     kafka_bootstrap_servers: str | None = Field(
         default=None, description="host:port[,host:port]; unset: in-process delivery"

@@ -49,13 +49,21 @@ class ConcurrencyError(EventStoreError):
 
     retriable = True
 
-    def __init__(self, aggregate_id: str, *, expected_version: int, actual_version: int):
+    def __init__(
+        self,
+        aggregate_id: str,
+        *,
+        expected_version: int,
+        actual_version: int,
+        message: str | None = None,
+    ):
         self.aggregate_id = aggregate_id
         self.expected_version = expected_version
         self.actual_version = actual_version
         self.current_version = expected_version - 1
         super().__init__(
-            f"version conflict on aggregate {aggregate_id!r}: the event has version "
+            message
+            or f"version conflict on aggregate {aggregate_id!r}: the event has version "
             f"{actual_version} but the aggregate is at version {self.current_version}, so the "
             f"next event must have version {expected_version}; reload the aggregate and retry"
         )

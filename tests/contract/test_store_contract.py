@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta, timezone
@@ -44,7 +45,11 @@ def test_an_appended_event_reads_back_with_every_field(store: EventStore) -> Non
         aggregate_type="Player",
         version=1,
         timestamp=datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=timezone(timedelta(hours=2))),
-        payload={"item": "sword", "stats": {"dmg": 12.5, "tags": ["rare", None, True]}, "n": 10**15},
+        payload={
+            "item": "sword",
+            "stats": {"dmg": 12.5, "tags": ["rare", None, True]},
+            "n": 10**15,
+        },
         metadata={"user": "u-1", "correlation_id": "c-9", "causation_id": None},
         schema_version=1,
     )
@@ -95,7 +100,9 @@ def test_a_failing_batch_stores_nothing(store: EventStore) -> None:
     store.append_event(event("q", 1))
 
 
-def test_a_batch_with_gaps_or_twice_the_same_id_is_rejected_before_storing(store: EventStore) -> None:
+def test_a_batch_with_gaps_or_twice_the_same_id_is_rejected_before_storing(
+    store: EventStore,
+) -> None:
     with pytest.raises(EventValidationError, match="consecutive"):
         store.append_events([event("p", 1), event("p", 3)])
     one = event("p", 1)
@@ -115,7 +122,9 @@ def test_an_aggregate_keeps_its_type(store: EventStore) -> None:
         store.append_event(event("p", 1, aggregate_type="World"))
 
 
-def test_resending_a_stored_event_returns_its_position_and_writes_nothing(store: EventStore) -> None:
+def test_resending_a_stored_event_returns_its_position_and_writes_nothing(
+    store: EventStore,
+) -> None:
     e1, e2 = history("p", 2)
     positions = store.append_events([e1, e2])
     assert store.append_event(e1) == positions[0]
@@ -162,7 +171,9 @@ def test_events_by_type_are_in_the_half_open_range_ordered_by_position(store: Ev
         store.append_event(event(f"p{i}", 1, at=at))
     store.append_event(event("w", 1, event_type="WorldCreated", aggregate_type="World", at=T0))
     got = list(
-        store.get_events_by_type("PlayerMoved", T0 + timedelta(minutes=2), T0 + timedelta(minutes=5))
+        store.get_events_by_type(
+            "PlayerMoved", T0 + timedelta(minutes=2), T0 + timedelta(minutes=5)
+        )
     )
     assert [e.timestamp for e in got] == [T0 + timedelta(minutes=m) for m in (3, 2, 4)]
     assert [e.position for e in got] == sorted(e.position or 0 for e in got)
@@ -334,7 +345,7 @@ def tail_log(store_factory: StoreFactory, writers: int, per_writer: int) -> None
     done.set()
     reader.join()
     assert errors == []
-    assert all(a < b for a, b in zip(seen, seen[1:], strict=False)), "positions must increase"
+    assert all(a < b for a, b in itertools.pairwise(seen)), "positions must increase"
     stored = all_events(store)
     assert len(stored) == total
     assert sorted(seen_ids) == sorted(e.id for e in stored), "the tail missed or repeated events"

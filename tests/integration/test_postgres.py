@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
@@ -17,7 +18,6 @@ from eventstore import (
     StoreUnavailableError,
     open_store,
 )
-from eventstore.events import encode_json
 from tests.conftest import StoreFactory
 from tests.contract.test_store_contract import all_events, tail_log
 from tests.helpers import event, history
@@ -30,7 +30,9 @@ def backend() -> str:
     return "postgres"
 
 
-def raw(url: str, schema: str, *, autocommit: bool = True) -> psycopg.Connection[tuple[object, ...]]:
+def raw(
+    url: str, schema: str, *, autocommit: bool = True
+) -> psycopg.Connection[tuple[object, ...]]:
     conn = psycopg.connect(url, autocommit=autocommit)
     conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
     if not autocommit:
@@ -52,14 +54,7 @@ def test_read_all_does_not_pass_a_transaction_still_in_flight(
     store.append_event(event("before", 1))
     with raw(postgres_url, pg_schema, autocommit=False) as in_flight:
         e = event("slow", 1)
-        in_flight.execute(
-            "SELECT append_events(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (
-                [e.id], [e.aggregate_id], [e.aggregate_type], [e.event_type], [e.version],
-                [e.schema_version], [e.timestamp], [encode_json(e.payload)],
-                [encode_json(e.metadata)],
-            ),
-        )
+        in_flight.execute("SELECT append_events(%s::json, '[]')", (json.dumps([e.to_dict()]),))
         later = store.append_event(event("fast", 1))
         visible = [x.aggregate_id for x in store.read_all(0, 100)]
         assert visible == ["before"], "read_all passed an in-flight transaction"

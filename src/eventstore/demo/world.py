@@ -47,7 +47,9 @@ class World:
         self.players = [
             _Player(f"{world_id}-player-{i}", self._random.choice(ZONES)) for i in range(players)
         ]
-        self.items = [_Item(f"{world_id}-item-{i}", self._random.choice(ZONES)) for i in range(items)]
+        self.items = [
+            _Item(f"{world_id}-item-{i}", self._random.choice(ZONES)) for i in range(items)
+        ]
         self._items_by_id = {item.id: item for item in self.items}
 
     def _event(self, aggregate: _Player | _Item | None, event_type: str, **payload: Any) -> Event:
@@ -72,7 +74,9 @@ class World:
         """The world, its players and its items coming into being (one batch)."""
         events = [self._event(None, "WorldCreated", name=self.world_id, zones=list(ZONES))]
         for number, player in enumerate(self.players):
-            events.append(self._event(player, "PlayerJoined", name=f"hero{number}", zone=player.zone))
+            events.append(
+                self._event(player, "PlayerJoined", name=f"hero{number}", zone=player.zone)
+            )
         for item in self.items:
             kind = self._random.choice(ITEM_KINDS)
             events.append(self._event(item, "ItemSpawned", kind=kind, zone=item.zone))

@@ -62,7 +62,9 @@ def check_batch(events: Sequence[Event]) -> None:
                 f"events[{index}]", f"must be an Event, not {type(event).__name__}"
             )
         if event.id in seen_ids:
-            raise EventValidationError(f"events[{index}].id", f"{event.id!r} appears twice in the batch")
+            raise EventValidationError(
+                f"events[{index}].id", f"{event.id!r} appears twice in the batch"
+            )
         seen_ids.add(event.id)
         previous = last.get(event.aggregate_id)
         if previous is not None:
@@ -83,12 +85,18 @@ def check_batch(events: Sequence[Event]) -> None:
 
 def check_limit(limit: int) -> int:
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_READ_LIMIT:
-        raise InvalidQueryError(f"limit must be an integer from 1 to {MAX_READ_LIMIT}, not {limit!r}")
+        raise InvalidQueryError(
+            f"limit must be an integer from 1 to {MAX_READ_LIMIT}, not {limit!r}"
+        )
     return limit
 
 
 def check_position(after_position: int) -> int:
-    if isinstance(after_position, bool) or not isinstance(after_position, int) or after_position < 0:
+    if (
+        isinstance(after_position, bool)
+        or not isinstance(after_position, int)
+        or after_position < 0
+    ):
         raise InvalidQueryError(f"after_position must be an integer >= 0, not {after_position!r}")
     return after_position
 

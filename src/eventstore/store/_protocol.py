@@ -59,7 +59,9 @@ class EventLog(Protocol):
         """Events of one type with timestamp in [from, to), ordered by position, read in pages."""
         ...
 
-    def get_all_events(self, from_timestamp: datetime | None = None, limit: int = 100) -> list[Event]:
+    def get_all_events(
+        self, from_timestamp: datetime | None = None, limit: int = 100
+    ) -> list[Event]:
         """At most `limit` events with timestamp >= `from_timestamp`, by (timestamp, position)."""
         ...
 

@@ -24,13 +24,12 @@ from psycopg.conninfo import conninfo_to_dict
 from eventstore.errors import (
     ConcurrencyError,
     ConfigurationError,
-    DuplicateEventError,
     EventStoreError,
     EventValidationError,
     MigrationError,
     StoreUnavailableError,
 )
-from eventstore.events import Event, encode_json
+from eventstore.events import Event
 from eventstore.store._common import (
     PAGE_SIZE,
     check_batch,
@@ -52,15 +51,19 @@ _MIGRATION_LOCK = 7262298810127732
 # SQLSTATEs raised by our own SQL (see the migration).
 _VERSION_CONFLICT = "ES409"
 _IMMUTABLE = "ES405"
+_COUNTER_BEHIND = "ES412"
+_UNIQUE_KEYS = ("events_id_key", "events_aggregate_id_version_key")
 
 _COLUMNS = sql.SQL(
     'position, id, event_type, aggregate_id, aggregate_type, version, "timestamp", payload, '
     "metadata, schema_version, recorded_at"
 )
-_APPEND = sql.SQL(
-    "SELECT append_events(%s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[],"
-    " %s::integer[], %s::timestamptz[], %s::text[], %s::text[])"
+_APPEND = sql.SQL("SELECT append_events(%s::json, %s::json)")
+_LATEST = sql.SQL(
+    "SELECT DISTINCT ON (aggregate_id) aggregate_id, version, aggregate_type FROM events "
+    "WHERE aggregate_id = ANY(%s::text[]) ORDER BY aggregate_id, version DESC"
 )
+_APPEND_ATTEMPTS = 3
 _BY_AGGREGATE = sql.SQL(
     "SELECT {cols} FROM events WHERE aggregate_id = %(key)s AND version > %(after)s "
     "ORDER BY version LIMIT %(limit)s"
@@ -111,34 +114,49 @@ def _translate(error: psycopg.Error, where: str) -> EventStoreError:
     text = " ".join(str(error).split())  # one line: libpq messages carry newlines
     if isinstance(error, psycopg.errors.UndefinedTable | psycopg.errors.UndefinedFunction):
         return MigrationError(
-            f"the event store tables are missing or out of date in {where} ({error.diag.message_primary}); "
-            "run `eventstore migrate` (or store.migrate())"
+            f"the event store tables are missing or out of date in {where} "
+            f"({error.diag.message_primary}); run `eventstore migrate` (or store.migrate())"
         )
     if isinstance(error, psycopg.OperationalError | psycopg_pool.PoolTimeout) or state.startswith(
         ("08", "57P")
     ):
         return StoreUnavailableError(
-            f"PostgreSQL at {where} is unavailable: {text}; check that the server "
-            "runs and EVENTSTORE_DATABASE_URL is right (scripts/services.sh start starts a local one)"
+            f"PostgreSQL at {where} is unavailable: {text}; check that the server runs and "
+            "EVENTSTORE_DATABASE_URL is right (scripts/services.sh start starts a local one)"
         )
+    if state == _COUNTER_BEHIND:
+        return MigrationError(f"{error.diag.message_primary} in {where}; {error.diag.message_hint}")
     if state == _IMMUTABLE:
         return EventStoreError(f"PostgreSQL refused the change: {error.diag.message_primary}")
     return EventStoreError(f"PostgreSQL error at {where} [{state}]: {text}")
 
 
-def _conflict_error(error: psycopg.Error, events: Sequence[Event]) -> EventStoreError:
-    detail = json.loads(error.diag.message_detail or "{}")
-    aggregate_id = detail.get("aggregate_id", "?")
-    mine = next(e for e in events if e.aggregate_id == aggregate_id)
-    stored_type = detail.get("current_type")
-    if stored_type is not None and stored_type != mine.aggregate_type:
-        return EventValidationError(
-            "aggregate_type",
-            f"aggregate {aggregate_id!r} is stored as a {stored_type}, not a {mine.aggregate_type}",
-        )
-    return ConcurrencyError(
-        aggregate_id, expected_version=int(detail["expected"]), actual_version=int(detail["actual"])
-    )
+def _wire(event: Event) -> dict[str, Any]:
+    """An event as one element of append_events()'s JSON argument."""
+    return {
+        "id": event.id,
+        "aggregate_id": event.aggregate_id,
+        "aggregate_type": event.aggregate_type,
+        "event_type": event.event_type,
+        "version": event.version,
+        "schema_version": event.schema_version,
+        "timestamp": event.timestamp.isoformat(),
+        "payload": event.payload,
+        "metadata": event.metadata,
+    }
+
+
+def _follows(events: Sequence[Event]) -> list[dict[str, Any]]:
+    """The aggregates that continue a stored history, each with its first version in the
+    batch: append_events() checks that the previous version is stored."""
+    first: dict[str, Event] = {}
+    for event in events:
+        first.setdefault(event.aggregate_id, event)
+    return [
+        {"aggregate_id": e.aggregate_id, "aggregate_type": e.aggregate_type, "version": e.version}
+        for e in first.values()
+        if e.version > 1
+    ]
 
 
 def _row_to_event(row: tuple[Any, ...]) -> Event:
@@ -210,7 +228,8 @@ class PostgresEventStore:
             raise _translate(error, self._where) from None
         if version < MIN_SERVER_VERSION:
             raise ConfigurationError(
-                f"PostgreSQL at {self._where} is version {version}; the event store needs 13 or newer"
+                f"PostgreSQL at {self._where} is version {version}; "
+                "the event store needs 13 or newer"
             )
 
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
@@ -270,47 +289,80 @@ class PostgresEventStore:
         if not events:
             return []
         check_batch(events)
-        params = (
-            [e.id for e in events],
-            [e.aggregate_id for e in events],
-            [e.aggregate_type for e in events],
-            [e.event_type for e in events],
-            [e.version for e in events],
-            [e.schema_version for e in events],
-            [e.timestamp for e in events],
-            [encode_json(e.payload) for e in events],
-            [encode_json(e.metadata) for e in events],
+        document = json.dumps(
+            [_wire(e) for e in events], separators=(",", ":"), ensure_ascii=False, allow_nan=False
         )
-        with self._connection() as conn:
-            try:
-                return [row[0] for row in conn.execute(_APPEND, params)]
-            except psycopg.Error as error:
-                self._release_critical_section(conn)
-                if not self._is_conflict(error):
-                    raise
-                conflict = error
-        # A conflict may be the retry of a batch that is already stored: then it succeeds.
-        stored = self._stored_positions(events)
-        if stored is not None:
-            return stored
-        if conflict.sqlstate == _VERSION_CONFLICT:
-            raise _conflict_error(conflict, events) from None
-        raise DuplicateEventError(events[0].id) from None  # unreachable: ids are never deleted
+        follows = json.dumps(_follows(events), separators=(",", ":"), ensure_ascii=False)
+        for _ in range(_APPEND_ATTEMPTS):
+            with self._connection() as conn:
+                try:
+                    return [row[0] for row in conn.execute(_APPEND, (document, follows))]
+                except psycopg.Error as error:
+                    if not self._is_conflict(error):
+                        raise
+            # A conflict may be the retry of a batch already stored: then it succeeds.
+            stored = self._stored_positions(events)
+            if stored is not None:
+                return stored
+            problem = self._explain_conflict(events)
+            if problem is not None:
+                raise problem
+            # Nothing conflicts any more: a predecessor was still committing. Try again.
+        head = events[0]
+        raise ConcurrencyError(
+            head.aggregate_id,
+            expected_version=head.version,
+            actual_version=head.version,
+            message=f"appending to aggregate {head.aggregate_id!r} kept conflicting with "
+            f"concurrent appends ({_APPEND_ATTEMPTS} attempts); reload the aggregate and retry",
+        )
 
     @staticmethod
     def _is_conflict(error: psycopg.Error) -> bool:
         if error.sqlstate == _VERSION_CONFLICT:
             return True
         return isinstance(error, psycopg.errors.UniqueViolation) and (
-            error.diag.constraint_name == "events_id_key"
+            error.diag.constraint_name in _UNIQUE_KEYS
         )
 
-    @staticmethod
-    def _release_critical_section(conn: psycopg.Connection[Any]) -> None:
-        # The position lock is a session lock: an error inside append_events() (a cancelled
-        # query) could leave it held by this pooled connection, blocking every writer.
-        if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
-            conn.execute("SELECT pg_advisory_unlock_all()")
+    def _explain_conflict(self, events: Sequence[Event]) -> EventStoreError | None:
+        """The error of the first aggregate whose batch does not follow its stored history."""
+        first: dict[str, Event] = {}
+        for event in events:
+            first.setdefault(event.aggregate_id, event)
+        with self._connection() as conn:
+            rows = conn.execute(_LATEST, (list(first),)).fetchall()
+        latest = {row[0]: (row[1], row[2]) for row in rows}
+        for aggregate_id, event in first.items():
+            current, stored_type = latest.get(aggregate_id, (0, None))
+            if stored_type is not None and stored_type != event.aggregate_type:
+                return EventValidationError(
+                    "aggregate_type",
+                    f"aggregate {aggregate_id!r} is stored as a {stored_type}, "
+                    f"not a {event.aggregate_type}",
+                )
+            if event.version != current + 1:
+                return ConcurrencyError(
+                    aggregate_id, expected_version=current + 1, actual_version=event.version
+                )
+        return None
+
+    def rebase_positions(self) -> int:
+        """Make new positions exceed the stored ones again after a restore from a logical dump
+        (which restarts PostgreSQL's transaction counter). Run with every writer stopped.
+        Returns the base now in force."""
+        with self._connection() as conn, conn.transaction():
+            conn.execute("LOCK TABLE events, position_base IN EXCLUSIVE MODE")
+            row = conn.execute(
+                "SELECT coalesce(max(position), 0) >> 16, pg_current_xact_id()::text::bigint, "
+                "base FROM events, position_base GROUP BY base"
+            ).fetchone()
+            assert row is not None
+            stored_high, xid, base = row
+            if xid + base <= stored_high:
+                base = stored_high + 1 - xid
+                conn.execute("UPDATE position_base SET base = %s", (base,))
+            return int(base)
 
     def _stored_positions(self, events: Sequence[Event]) -> list[int] | None:
         with self._connection() as conn:
@@ -358,7 +410,9 @@ class PostgresEventStore:
         }
         return self._pages(_BY_TYPE, params, 0, lambda e: e.position or 0)
 
-    def get_all_events(self, from_timestamp: datetime | None = None, limit: int = 100) -> list[Event]:
+    def get_all_events(
+        self, from_timestamp: datetime | None = None, limit: int = 100
+    ) -> list[Event]:
         start = check_time(from_timestamp, "from_timestamp")
         return self._fetch(_ALL_BY_TIME, {"start": start, "limit": check_limit(limit)})
 

@@ -42,21 +42,26 @@ _COLUMNS = (
     "position, id, event_type, aggregate_id, aggregate_type, version, timestamp, payload, "
     "metadata, schema_version, recorded_at"
 )
-_BY_AGGREGATE = (
-    f"SELECT {_COLUMNS} FROM events WHERE aggregate_id = :key AND version > :after "
-    "ORDER BY version LIMIT :limit"
+
+
+def _select(condition: str) -> str:
+    """A query of whole event rows. Only the constants below are passed: values are bound."""
+    return f"SELECT {_COLUMNS} FROM events {condition}"  # noqa: S608 (constant text only)
+
+
+_BY_AGGREGATE = _select(
+    "WHERE aggregate_id = :key AND version > :after ORDER BY version LIMIT :limit"
 )
-_BY_TYPE = (
-    f"SELECT {_COLUMNS} FROM events WHERE event_type = :key AND position > :after "
+_BY_TYPE = _select(
+    "WHERE event_type = :key AND position > :after "
     "AND (:start IS NULL OR timestamp >= :start) AND (:end IS NULL OR timestamp < :end) "
     "ORDER BY position LIMIT :limit"
 )
-_ALL_BY_TIME = (
-    f"SELECT {_COLUMNS} FROM events WHERE (:start IS NULL OR timestamp >= :start) "
-    "ORDER BY timestamp, position LIMIT :limit"
+_ALL_BY_TIME = _select(
+    "WHERE (:start IS NULL OR timestamp >= :start) ORDER BY timestamp, position LIMIT :limit"
 )
-_READ_ALL = f"SELECT {_COLUMNS} FROM events WHERE position > :after ORDER BY position LIMIT :limit"
-_BY_IDS = f"SELECT {_COLUMNS} FROM events WHERE id IN (SELECT value FROM json_each(?))"
+_READ_ALL = _select("WHERE position > :after ORDER BY position LIMIT :limit")
+_BY_IDS = _select("WHERE id IN (SELECT value FROM json_each(?))")
 _INSERT_EVENT = (
     "INSERT INTO events (position, id, aggregate_id, aggregate_type, event_type, version, "
     "schema_version, timestamp, payload, metadata, recorded_at) "
@@ -126,7 +131,9 @@ class SqliteEventStore:
             self._conn.execute("PRAGMA synchronous = FULL")
             self._conn.execute("PRAGMA foreign_keys = ON")
         except (sqlite3.Error, OSError) as error:
-            raise StoreUnavailableError(f"cannot open SQLite database {self.path}: {error}") from None
+            raise StoreUnavailableError(
+                f"cannot open SQLite database {self.path}: {error}"
+            ) from None
 
     def __repr__(self) -> str:
         return f"SqliteEventStore({self.path!r})"
@@ -223,12 +230,16 @@ class SqliteEventStore:
             )
             last = {e.aggregate_id: e for e in events}
             conn.executemany(
-                _UPSERT_STREAM, [(e.aggregate_id, e.aggregate_type, e.version) for e in last.values()]
+                _UPSERT_STREAM,
+                [(e.aggregate_id, e.aggregate_type, e.version) for e in last.values()],
             )
             conn.executemany(
                 "INSERT INTO outbox (position, aggregate_type, aggregate_id, enqueued_at) "
                 "VALUES (?, ?, ?, ?)",
-                [(p, e.aggregate_type, e.aggregate_id, now) for p, e in zip(positions, events, strict=True)],
+                [
+                    (p, e.aggregate_type, e.aggregate_id, now)
+                    for p, e in zip(positions, events, strict=True)
+                ],
             )
             return positions
 
@@ -240,7 +251,8 @@ class SqliteEventStore:
         for aggregate_id in sorted(first):
             event = first[aggregate_id]
             row = conn.execute(
-                "SELECT version, aggregate_type FROM streams WHERE aggregate_id = ?", (aggregate_id,)
+                "SELECT version, aggregate_type FROM streams WHERE aggregate_id = ?",
+                (aggregate_id,),
             ).fetchone()
             current, stored_type = (row[0], row[1]) if row else (0, None)
             if stored_type is not None and stored_type != event.aggregate_type:
@@ -295,7 +307,9 @@ class SqliteEventStore:
         }
         return self._pages(_BY_TYPE, params, 0, lambda e: e.position or 0)
 
-    def get_all_events(self, from_timestamp: datetime | None = None, limit: int = 100) -> list[Event]:
+    def get_all_events(
+        self, from_timestamp: datetime | None = None, limit: int = 100
+    ) -> list[Event]:
         start = check_time(from_timestamp, "from_timestamp")
         params = {"start": _time_text(start) if start else None, "limit": check_limit(limit)}
         return self._fetch(_ALL_BY_TIME, params)

@@ -1,0 +1,43 @@
+# The two commands of the README:
+#   make demo   the demo world on the embedded default (no servers needed)
+#   make test   the whole test suite against a real PostgreSQL and a real Kafka broker,
+#               which scripts/services.sh installs and starts on this machine
+# Both create the virtualenv .venv with the project installed (editable) on first use.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint check services services-stop bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(BIN)/.installed
+	$(BIN)/eventstore demo
+
+services:
+	scripts/services.sh start
+
+services-stop:
+	scripts/services.sh stop
+
+test: $(BIN)/.installed services
+	eval "$$(scripts/services.sh env)" && $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+check: lint test
+
+bench: $(BIN)/.installed services
+	eval "$$(scripts/services.sh env)" && $(BIN)/python bench/append.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -74,11 +74,27 @@ def _options(
 
 
 @app.command()
-def migrate(ctx: typer.Context) -> None:
+def migrate(
+    ctx: typer.Context,
+    rebase_positions: Annotated[
+        bool,
+        typer.Option(
+            "--rebase-positions",
+            help="PostgreSQL restored from a logical dump: make new positions exceed the "
+            "stored ones again (stop every writer first)",
+        ),
+    ] = False,
+) -> None:
     """Create or update the store's tables (safe to run any number of times)."""
+    from eventstore.store.postgres import PostgresEventStore
+
     context: Context = ctx.obj
     with context.open() as store:
         applied = store.migrate()
+        if rebase_positions:
+            if not isinstance(store, PostgresEventStore):
+                raise ConfigurationError("--rebase-positions applies to PostgreSQL stores only")
+            console.print(f"positions rebased: base is now {store.rebase_positions()}")
     if applied:
         console.print(f"migrated {context.describe()}: applied {', '.join(applied)}")
     else:

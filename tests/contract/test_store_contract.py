@@ -287,6 +287,8 @@ def test_racing_writers_win_each_version_exactly_once(store_factory: StoreFactor
     assert [e.version for e in store.get_events_by_aggregate("contested")] == list(
         range(1, versions + 1)
     )
+    # In the global log too, an aggregate's events come in version order.
+    assert [e.version for e in all_events(store)] == list(range(1, versions + 1))
 
 
 def test_a_tailing_reader_sees_every_event_of_concurrent_writers_once(
@@ -349,6 +351,9 @@ def tail_log(store_factory: StoreFactory, writers: int, per_writer: int) -> None
     stored = all_events(store)
     assert len(stored) == total
     assert sorted(seen_ids) == sorted(e.id for e in stored), "the tail missed or repeated events"
+    for worker in range(writers):
+        versions = [e.version for e in stored if e.aggregate_id == f"w{worker}"]
+        assert versions == list(range(1, per_writer + 1)), "the log must keep version order"
 
 
 def test_an_unmigrated_store_says_to_migrate(store_factory: StoreFactory) -> None:

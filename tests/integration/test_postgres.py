@@ -15,9 +15,11 @@ from eventstore import (
     ConcurrencyError,
     ConfigurationError,
     EventStore,
+    MigrationError,
     StoreUnavailableError,
     open_store,
 )
+from eventstore.store.postgres import PostgresEventStore
 from tests.conftest import StoreFactory
 from tests.contract.test_store_contract import all_events, tail_log
 from tests.helpers import event, history
@@ -155,3 +157,36 @@ def test_a_malformed_url_or_schema_is_a_configuration_error(postgres_url: str) -
         open_store(postgres_url, schema="Robert'); DROP TABLE events;--")
     with pytest.raises(ConfigurationError, match="unsupported store URL"):
         open_store("mysql://127.0.0.1/game")
+
+
+def test_a_restored_database_is_refused_until_its_positions_are_rebased(
+    store: EventStore, postgres_url: str, pg_schema: str
+) -> None:
+    """A logical dump restored into a new cluster restarts the transaction counter; appends
+    must then refuse rather than hand out positions below those already read."""
+    assert isinstance(store, PostgresEventStore)
+    before = store.append_events(history("p", 3))
+    with raw(postgres_url, pg_schema) as conn:  # the same effect as a younger cluster
+        conn.execute("UPDATE position_base SET base = base - 1000000")
+    with pytest.raises(MigrationError, match="rebase-positions"):
+        store.append_event(event("p", 4))
+    assert [e.position for e in all_events(store)] == before
+    store.rebase_positions()
+    after = store.append_event(event("p", 4))
+    assert after > before[-1]
+    assert store.rebase_positions() == store.rebase_positions()  # a no-op when healthy
+
+
+def test_appends_refuse_to_join_a_transaction_that_already_wrote(
+    store: EventStore, postgres_url: str, pg_schema: str
+) -> None:
+    """Positions come from the append's own transaction id; inside a transaction that got its
+    id earlier, an aggregate's positions could fall out of version order."""
+    e = event("p", 1)
+    with raw(postgres_url, pg_schema, autocommit=False) as conn:
+        conn.execute("CREATE TEMP TABLE scratch (x int)")
+        conn.execute("INSERT INTO scratch VALUES (1)")
+        with pytest.raises(psycopg.Error, match="transaction of its own") as caught:
+            conn.execute("SELECT append_events(%s::json, '[]')", (json.dumps([e.to_dict()]),))
+        assert caught.value.sqlstate == "ES400"
+    assert all_events(store) == []

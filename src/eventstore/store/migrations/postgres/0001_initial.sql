@@ -77,7 +77,10 @@ CREATE TABLE outbox (
 -- increasing. A long-running transaction that writes anywhere in the cluster holds back
 -- read_all() (not appends) until it ends: readers then lag, they never skip.
 --
--- Errors: ES409 = version conflict (the client looks up the details), ES412 = the
+-- Per aggregate, positions follow versions: see the order of the steps below.
+--
+-- Errors: ES400 = called inside a transaction that already wrote, ES409 = version conflict
+-- (the client looks up the details), ES412 = the
 -- transaction counter is behind the stored positions (restored from a logical dump).
 CREATE FUNCTION append_events(p_events json, p_follows json) RETURNS SETOF bigint LANGUAGE plpgsql AS $$
 DECLARE
@@ -86,6 +89,30 @@ DECLARE
     stored_max bigint;
     conflict record;
 BEGIN
+    -- Positions must come from this call's own transaction id, taken below: a transaction
+    -- that already holds one (it wrote before calling) could order events wrongly.
+    IF pg_current_xact_id_if_assigned() IS NOT NULL THEN
+        RAISE EXCEPTION 'append_events() must run in a transaction of its own'
+            USING ERRCODE = 'ES400', HINT = 'call it as a single statement, outside any transaction that writes';
+    END IF;
+
+    -- Each aggregate continuing its history must follow a stored event of the same type.
+    -- This check runs before the transaction id is taken, on purpose: the predecessor it sees
+    -- has committed, so its transaction id is smaller than the one taken next, and every
+    -- aggregate's positions follow its versions.
+    -- p_follows lists them, [{aggregate_id, aggregate_type, version}] with the aggregate's
+    -- first version in the batch (> 1); the client derives it from the batch.
+    SELECT f.aggregate_id INTO conflict
+    FROM json_to_recordset(p_follows) AS f(aggregate_id text, aggregate_type text, version bigint)
+    WHERE NOT EXISTS (
+        SELECT FROM events e
+        WHERE e.aggregate_id = f.aggregate_id AND e.version = f.version - 1
+          AND e.aggregate_type = f.aggregate_type)
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'version conflict on aggregate %', conflict.aggregate_id USING ERRCODE = 'ES409';
+    END IF;
+
     -- Every row a statement sees was written by a transaction below its snapshot's xmax, so
     -- in a healthy database every stored position is below `horizon`. One at or above it
     -- comes from another cluster's transaction counter: a restore from a logical dump. (One
@@ -99,20 +126,6 @@ BEGIN
         RAISE EXCEPTION 'the transaction counter is behind the stored positions'
             USING ERRCODE = 'ES412',
                   HINT = 'the database was restored from a logical dump: stop all writers and run `eventstore migrate --rebase-positions`';
-    END IF;
-
-    -- Each aggregate continuing its history must follow a stored event of the same type.
-    -- p_follows lists them, [{aggregate_id, aggregate_type, version}] with the aggregate's
-    -- first version in the batch (> 1); the client derives it from the batch.
-    SELECT f.aggregate_id INTO conflict
-    FROM json_to_recordset(p_follows) AS f(aggregate_id text, aggregate_type text, version bigint)
-    WHERE NOT EXISTS (
-        SELECT FROM events e
-        WHERE e.aggregate_id = f.aggregate_id AND e.version = f.version - 1
-          AND e.aggregate_type = f.aggregate_type)
-    LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'version conflict on aggregate %', conflict.aggregate_id USING ERRCODE = 'ES409';
     END IF;
 
     RETURN QUERY

@@ -87,7 +87,8 @@ pg_user() { if [ "$(id -u)" -eq 0 ]; then echo postgres; else id -un; fi; }
 
 as_pg() {
     local user; user=$(pg_user)
-    if [ "$user" = "$(id -un)" ]; then "$@"; else runuser -u "$user" -- "$@"; fi
+    # From /, which the server's user can always enter (the checkout may be private).
+    if [ "$user" = "$(id -un)" ]; then "$@"; else (cd / && runuser -u "$user" -- "$@"); fi
 }
 
 pg_running() { [ -n "$(pg_bindir)" ] && as_pg "$(pg_bindir)/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; }

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
+from typing import Any, TypeVar
 
-from eventstore.errors import DuplicateEventError, EventValidationError, InvalidQueryError
+from eventstore.errors import (
+    ConcurrencyError,
+    DuplicateEventError,
+    EventStoreError,
+    EventValidationError,
+    InvalidQueryError,
+)
 from eventstore.events import Event
 from eventstore.store._protocol import MAX_READ_LIMIT
 
@@ -139,3 +146,52 @@ def resolve_retry(events: Sequence[Event], stored: dict[str, Event]) -> list[int
             "whole, so resend the original batch unchanged",
         )
     return [stored[e.id].position or 0 for e in events]
+
+
+def first_of_each(events: Sequence[Event]) -> dict[str, Event]:
+    """Each aggregate's first event in the batch, in batch order."""
+    first: dict[str, Event] = {}
+    for event in events:
+        first.setdefault(event.aggregate_id, event)
+    return first
+
+
+def explain_conflict(
+    events: Sequence[Event], latest: Mapping[str, tuple[int, str]]
+) -> EventStoreError | None:
+    """The error of the first aggregate whose batch does not follow its stored history
+    (`latest`: aggregate id -> (current version, type)), or None when every one does."""
+    for aggregate_id, event in first_of_each(events).items():
+        current, stored_type = latest.get(aggregate_id, (0, event.aggregate_type))
+        if stored_type != event.aggregate_type:
+            return EventValidationError(
+                "aggregate_type",
+                f"aggregate {aggregate_id!r} is stored as a {stored_type}, "
+                f"not a {event.aggregate_type}",
+            )
+        if event.version != current + 1:
+            return ConcurrencyError(
+                aggregate_id, expected_version=current + 1, actual_version=event.version
+            )
+    return None
+
+
+Query = TypeVar("Query")
+
+
+def paged(
+    fetch: Callable[[Query, dict[str, Any]], list[Event]],
+    query: Query,
+    params: dict[str, Any],
+    after: int,
+    key: Callable[[Event], int],
+) -> Iterator[Event]:
+    """Stream a keyset-paginated query: each page is its own short query (`after` is the key
+    of the last row seen), so an abandoned iterator holds no connection and memory stays
+    bounded by one page."""
+    while True:
+        page = fetch(query, {**params, "after": after, "limit": PAGE_SIZE})
+        yield from page
+        if len(page) < PAGE_SIZE:
+            return
+        after = key(page[-1])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from types import TracebackType
@@ -25,20 +25,21 @@ from eventstore.errors import (
     ConcurrencyError,
     ConfigurationError,
     EventStoreError,
-    EventValidationError,
     MigrationError,
     StoreUnavailableError,
 )
 from eventstore.events import Event
 from eventstore.store._common import (
-    PAGE_SIZE,
     check_batch,
     check_limit,
     check_position,
     check_text,
     check_time,
     check_version,
+    explain_conflict,
+    first_of_each,
     load_migrations,
+    paged,
     resolve_retry,
 )
 from eventstore.versioning import Upcasters
@@ -149,12 +150,9 @@ def _wire(event: Event) -> dict[str, Any]:
 def _follows(events: Sequence[Event]) -> list[dict[str, Any]]:
     """The aggregates that continue a stored history, each with its first version in the
     batch: append_events() checks that the previous version is stored."""
-    first: dict[str, Event] = {}
-    for event in events:
-        first.setdefault(event.aggregate_id, event)
     return [
         {"aggregate_id": e.aggregate_id, "aggregate_type": e.aggregate_type, "version": e.version}
-        for e in first.values()
+        for e in first_of_each(events).values()
         if e.version > 1
     ]
 
@@ -326,26 +324,9 @@ class PostgresEventStore:
         )
 
     def _explain_conflict(self, events: Sequence[Event]) -> EventStoreError | None:
-        """The error of the first aggregate whose batch does not follow its stored history."""
-        first: dict[str, Event] = {}
-        for event in events:
-            first.setdefault(event.aggregate_id, event)
         with self._connection() as conn:
-            rows = conn.execute(_LATEST, (list(first),)).fetchall()
-        latest = {row[0]: (row[1], row[2]) for row in rows}
-        for aggregate_id, event in first.items():
-            current, stored_type = latest.get(aggregate_id, (0, None))
-            if stored_type is not None and stored_type != event.aggregate_type:
-                return EventValidationError(
-                    "aggregate_type",
-                    f"aggregate {aggregate_id!r} is stored as a {stored_type}, "
-                    f"not a {event.aggregate_type}",
-                )
-            if event.version != current + 1:
-                return ConcurrencyError(
-                    aggregate_id, expected_version=current + 1, actual_version=event.version
-                )
-        return None
+            rows = conn.execute(_LATEST, (list(first_of_each(events)),)).fetchall()
+        return explain_conflict(events, {row[0]: (row[1], row[2]) for row in rows})
 
     def rebase_positions(self) -> int:
         """Make new positions exceed the stored ones again after a restore from a logical dump
@@ -377,23 +358,11 @@ class PostgresEventStore:
         upcast = self._upcasters.upcast
         return [upcast(_row_to_event(row)) for row in rows]
 
-    def _pages(
-        self, query: sql.Composed, params: dict[str, Any], after: int, key: Callable[[Event], int]
-    ) -> Iterator[Event]:
-        # Keyset pagination: each page is its own short query, so an abandoned iterator holds
-        # no connection and memory stays bounded by one page.
-        while True:
-            page = self._fetch(query, {**params, "after": after, "limit": PAGE_SIZE})
-            yield from page
-            if len(page) < PAGE_SIZE:
-                return
-            after = key(page[-1])
-
     def get_events_by_aggregate(self, aggregate_id: str, from_version: int = 1) -> Iterator[Event]:
         check_text(aggregate_id, "aggregate_id")
         check_version(from_version)
-        return self._pages(
-            _BY_AGGREGATE, {"key": aggregate_id}, from_version - 1, lambda e: e.version
+        return paged(
+            self._fetch, _BY_AGGREGATE, {"key": aggregate_id}, from_version - 1, lambda e: e.version
         )
 
     def get_events_by_type(
@@ -408,7 +377,7 @@ class PostgresEventStore:
             "start": check_time(from_timestamp, "from_timestamp"),
             "end": check_time(to_timestamp, "to_timestamp"),
         }
-        return self._pages(_BY_TYPE, params, 0, lambda e: e.position or 0)
+        return paged(self._fetch, _BY_TYPE, params, 0, lambda e: e.position or 0)
 
     def get_all_events(
         self, from_timestamp: datetime | None = None, limit: int = 100

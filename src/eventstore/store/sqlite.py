@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,22 +18,22 @@ from types import TracebackType
 from typing import Any, Self
 
 from eventstore.errors import (
-    ConcurrencyError,
     EventStoreError,
-    EventValidationError,
     MigrationError,
     StoreUnavailableError,
 )
 from eventstore.events import Event, encode_json
 from eventstore.store._common import (
-    PAGE_SIZE,
     check_batch,
     check_limit,
     check_position,
     check_text,
     check_time,
     check_version,
+    explain_conflict,
+    first_of_each,
     load_migrations,
+    paged,
     resolve_retry,
 )
 from eventstore.versioning import Upcasters
@@ -62,6 +62,10 @@ _ALL_BY_TIME = _select(
 )
 _READ_ALL = _select("WHERE position > :after ORDER BY position LIMIT :limit")
 _BY_IDS = _select("WHERE id IN (SELECT value FROM json_each(?))")
+_LATEST = (
+    "SELECT aggregate_id, version, aggregate_type FROM streams "
+    "WHERE aggregate_id IN (SELECT value FROM json_each(?))"
+)
 _INSERT_EVENT = (
     "INSERT INTO events (position, id, aggregate_id, aggregate_type, event_type, version, "
     "schema_version, timestamp, payload, metadata, recorded_at) "
@@ -245,26 +249,11 @@ class SqliteEventStore:
 
     @staticmethod
     def _check_versions(conn: sqlite3.Connection, events: Sequence[Event]) -> None:
-        first: dict[str, Event] = {}
-        for event in events:
-            first.setdefault(event.aggregate_id, event)
-        for aggregate_id in sorted(first):
-            event = first[aggregate_id]
-            row = conn.execute(
-                "SELECT version, aggregate_type FROM streams WHERE aggregate_id = ?",
-                (aggregate_id,),
-            ).fetchone()
-            current, stored_type = (row[0], row[1]) if row else (0, None)
-            if stored_type is not None and stored_type != event.aggregate_type:
-                raise EventValidationError(
-                    "aggregate_type",
-                    f"aggregate {aggregate_id!r} is stored as a {stored_type}, "
-                    f"not a {event.aggregate_type}",
-                )
-            if event.version != current + 1:
-                raise ConcurrencyError(
-                    aggregate_id, expected_version=current + 1, actual_version=event.version
-                )
+        ids = json.dumps(list(first_of_each(events)))
+        rows = conn.execute(_LATEST, (ids,)).fetchall()
+        problem = explain_conflict(events, {row[0]: (row[1], row[2]) for row in rows})
+        if problem is not None:
+            raise problem
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -274,21 +263,11 @@ class SqliteEventStore:
         upcast = self._upcasters.upcast
         return [upcast(_row_to_event(row)) for row in rows]
 
-    def _pages(
-        self, query: str, params: dict[str, Any], after: int, key: Callable[[Event], int]
-    ) -> Iterator[Event]:
-        while True:
-            page = self._fetch(query, {**params, "after": after, "limit": PAGE_SIZE})
-            yield from page
-            if len(page) < PAGE_SIZE:
-                return
-            after = key(page[-1])
-
     def get_events_by_aggregate(self, aggregate_id: str, from_version: int = 1) -> Iterator[Event]:
         check_text(aggregate_id, "aggregate_id")
         check_version(from_version)
-        return self._pages(
-            _BY_AGGREGATE, {"key": aggregate_id}, from_version - 1, lambda e: e.version
+        return paged(
+            self._fetch, _BY_AGGREGATE, {"key": aggregate_id}, from_version - 1, lambda e: e.version
         )
 
     def get_events_by_type(
@@ -305,7 +284,7 @@ class SqliteEventStore:
             "start": _time_text(start) if start else None,
             "end": _time_text(end) if end else None,
         }
-        return self._pages(_BY_TYPE, params, 0, lambda e: e.position or 0)
+        return paged(self._fetch, _BY_TYPE, params, 0, lambda e: e.position or 0)
 
     def get_all_events(
         self, from_timestamp: datetime | None = None, limit: int = 100

@@ -1,4 +1,4 @@
-"""Payload schema versions and upcasters.
+"""Payload schemas per event type and version, and upcasters between versions.
 
 An upcaster migrates a payload of one event type from schema version N to N + 1. Stores apply
 them on every read, so readers only ever see each event type at its newest schema version while
@@ -8,10 +8,15 @@ the stored rows stay as they were written (events are immutable).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
-from eventstore.errors import EventStoreError
+import pydantic
+from pydantic import BaseModel
+
+from eventstore.errors import EventStoreError, EventValidationError
 from eventstore.events import Event
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 Payload = dict[str, Any]
 Upcaster = Callable[[Payload], Payload]
@@ -78,3 +83,72 @@ class Upcasters:
                 ) from error
             version += 1
         return event.model_copy(update={"payload": payload, "schema_version": version})
+
+
+class PayloadSchemas:
+    """Payload models per (event type, schema version), checked before anything is stored.
+
+    Register a pydantic model for each version of each event type::
+
+        schemas = PayloadSchemas(strict=True)
+
+        @schemas.register("PlayerMoved", version=1)
+        class PlayerMovedV1(BaseModel):
+            to_zone: str
+
+    With `strict=True`, an event type with no registered model is rejected; otherwise it is
+    accepted unchecked. A known type at an unregistered version is always rejected.
+    """
+
+    def __init__(self, *, strict: bool = False) -> None:
+        self.strict = strict
+        self._models: dict[tuple[str, int], type[BaseModel]] = {}
+        self._versions: dict[str, set[int]] = {}
+
+    def register(
+        self, event_type: str, *, version: int = 1
+    ) -> Callable[[type[ModelT]], type[ModelT]]:
+        """Register the decorated model as the payload of `event_type` at `version`."""
+        if version < 1:
+            raise ValueError(f"version must be at least 1, not {version}")
+        if (event_type, version) in self._models:
+            raise ValueError(f"a payload model for {event_type} v{version} is already registered")
+
+        def decorate(model: type[ModelT]) -> type[ModelT]:
+            self._models[(event_type, version)] = model
+            self._versions.setdefault(event_type, set()).add(version)
+            return model
+
+        return decorate
+
+    def check(self, event: Event) -> None:
+        """Raise `EventValidationError` naming the event type, the field and the rule, unless
+        the event's payload fits the model registered for its type and schema version."""
+        model = self._models.get((event.event_type, event.schema_version))
+        if model is None:
+            known = self._versions.get(event.event_type)
+            if known:
+                listed = ", ".join(str(v) for v in sorted(known))
+                raise EventValidationError(
+                    "schema_version",
+                    f"{event.event_type} has no payload schema v{event.schema_version} "
+                    f"(registered: {listed})",
+                )
+            if self.strict:
+                raise EventValidationError(
+                    "event_type",
+                    f"{event.event_type} has no registered payload schema, and unknown event "
+                    "types are refused (strict mode)",
+                )
+            return
+        try:
+            model.model_validate(event.payload)
+        except pydantic.ValidationError as error:
+            problems = [
+                (
+                    "payload." + ".".join(str(part) for part in item["loc"]),
+                    f"{item['msg']} ({event.event_type} v{event.schema_version})",
+                )
+                for item in error.errors(include_url=False)
+            ]
+            raise EventValidationError(problems[0][0], problems[0][1], problems=problems) from None

@@ -14,11 +14,13 @@ from psycopg import sql
 from eventstore import (
     ConcurrencyError,
     ConfigurationError,
+    Event,
     EventStore,
     MigrationError,
     StoreUnavailableError,
     open_store,
 )
+from eventstore.store._common import outbox_bucket
 from eventstore.store.postgres import PostgresEventStore
 from tests.conftest import StoreFactory
 from tests.contract.test_store_contract import all_events, tail_log
@@ -42,6 +44,13 @@ def raw(
     return conn
 
 
+def call_append(conn: psycopg.Connection[tuple[object, ...]], e: Event) -> None:
+    """append_events() called as SQL, bypassing the store (a new aggregate's first event)."""
+    conn.execute(
+        "SELECT append_events(%s::json, '[]')", (json.dumps([{**e.to_dict(), "bucket": 0}]),)
+    )
+
+
 def test_a_tailing_reader_misses_nothing_from_8_writers_of_2000_events(
     store_factory: StoreFactory,
 ) -> None:
@@ -56,7 +65,7 @@ def test_read_all_does_not_pass_a_transaction_still_in_flight(
     store.append_event(event("before", 1))
     with raw(postgres_url, pg_schema, autocommit=False) as in_flight:
         e = event("slow", 1)
-        in_flight.execute("SELECT append_events(%s::json, '[]')", (json.dumps([e.to_dict()]),))
+        call_append(in_flight, e)
         later = store.append_event(event("fast", 1))
         visible = [x.aggregate_id for x in store.read_all(0, 100)]
         assert visible == ["before"], "read_all passed an in-flight transaction"
@@ -89,10 +98,9 @@ def test_every_append_writes_its_outbox_rows_in_the_same_transaction(
     with pytest.raises(ConcurrencyError):
         store.append_events([event("q", 1), event("p", 1)])
     with raw(postgres_url, pg_schema) as conn:
-        rows = conn.execute(
-            "SELECT position, aggregate_type, aggregate_id FROM outbox ORDER BY position"
-        ).fetchall()
-    assert rows == [(positions[0], "Player", "p"), (positions[1], "World", "w")]
+        rows = conn.execute("SELECT position, bucket FROM outbox ORDER BY position").fetchall()
+    assert rows == [(positions[0], outbox_bucket("p")), (positions[1], outbox_bucket("w"))]
+    assert [e.aggregate_id for e in store.outbox_batch(10)] == ["p", "w"]
 
 
 def test_sixteen_racing_writers_each_get_their_own_conflict(store_factory: StoreFactory) -> None:
@@ -187,6 +195,6 @@ def test_appends_refuse_to_join_a_transaction_that_already_wrote(
         conn.execute("CREATE TEMP TABLE scratch (x int)")
         conn.execute("INSERT INTO scratch VALUES (1)")
         with pytest.raises(psycopg.Error, match="transaction of its own") as caught:
-            conn.execute("SELECT append_events(%s::json, '[]')", (json.dumps([e.to_dict()]),))
+            call_append(conn, e)
         assert caught.value.sqlstate == "ES400"
     assert all_events(store) == []

@@ -6,7 +6,16 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from eventstore.errors import ConfigurationError
-from eventstore.store._protocol import MAX_READ_LIMIT, AggregateStore, EventLog, EventStore
+from eventstore.store._common import check_batch as validate_batch
+from eventstore.store._protocol import (
+    MAX_READ_LIMIT,
+    AggregateStore,
+    EventLog,
+    EventStore,
+    Outbox,
+    OutboxLease,
+    OutboxStatus,
+)
 from eventstore.versioning import Upcasters
 
 DEFAULT_SQLITE_PATH = "eventstore.db"
@@ -18,8 +27,12 @@ __all__ = [
     "AggregateStore",
     "EventLog",
     "EventStore",
+    "Outbox",
+    "OutboxLease",
+    "OutboxStatus",
     "open_store",
     "sqlite_path",
+    "validate_batch",
 ]
 
 

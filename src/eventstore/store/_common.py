@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +24,9 @@ MAX_BATCH_SIZE = 10_000
 """Largest number of events in one `append_events` call."""
 PAGE_SIZE = 500
 """Rows fetched per round trip by the streaming reads."""
+
+OUTBOX_BUCKETS = 256
+"""Outbox rows carry crc32(aggregate_id) mod this; a relay shard owns bucket mod shards."""
 
 _MIGRATION_NAME = re.compile(r"(\d{4})_[a-z0-9_]+\.sql\Z")
 
@@ -195,3 +199,16 @@ def paged(
         if len(page) < PAGE_SIZE:
             return
         after = key(page[-1])
+
+
+def outbox_bucket(aggregate_id: str) -> int:
+    """The outbox bucket of an aggregate: stable across processes, versions and machines."""
+    return zlib.crc32(aggregate_id.encode()) % OUTBOX_BUCKETS
+
+
+def check_shard(shard: int, shards: int) -> None:
+    if not 1 <= shards <= OUTBOX_BUCKETS or not 0 <= shard < shards:
+        raise InvalidQueryError(
+            f"shard must be in 0..shards-1 and shards in 1..{OUTBOX_BUCKETS}, "
+            f"not shard {shard} of {shards}"
+        )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Protocol, Self, runtime_checkable
+from typing import NamedTuple, Protocol, Self, runtime_checkable
 
 from eventstore.events import Event
 
@@ -74,9 +74,67 @@ class EventLog(Protocol):
         ...
 
 
+class OutboxStatus(NamedTuple):
+    """How much is waiting to be published."""
+
+    depth: int
+    """Events in the outbox."""
+    oldest_enqueued_at: datetime | None
+    """When the oldest of them was stored (None when the outbox is empty)."""
+
+
 @runtime_checkable
-class EventStore(AggregateStore, EventLog, Protocol):
-    """A complete store: both capabilities, plus schema management and closing."""
+class OutboxLease(Protocol):
+    """The right to drain one shard of the outbox: at most one holder at a time, released
+    when the holder releases it or dies (its connection or process ends)."""
+
+    shard: int
+    shards: int
+
+    def acquire(self, timeout: float) -> bool:
+        """Try for up to `timeout` seconds; True when held (a standby keeps calling this)."""
+        ...
+
+    def held(self) -> bool:
+        """Whether the lease is still held (false once its connection is lost)."""
+        ...
+
+    def wait_for_appends(self, timeout: float) -> None:
+        """Sleep until `notify_appended` is called or `timeout` seconds pass."""
+        ...
+
+    def release(self) -> None: ...
+
+
+@runtime_checkable
+class Outbox(Protocol):
+    """The transactional outbox: every append also queues its events here, in the same
+    transaction; a relay publishes them and then removes them."""
+
+    def outbox_batch(self, limit: int, *, shard: int = 0, shards: int = 1) -> list[Event]:
+        """The oldest at most `limit` queued events of a shard, in position order (so each
+        aggregate's in version order), as stored (not upcast)."""
+        ...
+
+    def outbox_remove(self, positions: Sequence[int]) -> None:
+        """Remove published events from the outbox."""
+        ...
+
+    def outbox_status(self) -> OutboxStatus: ...
+
+    def outbox_lease(self, *, shard: int = 0, shards: int = 1) -> OutboxLease:
+        """A lease on one shard of `shards` (a relay holds it while it drains the shard)."""
+        ...
+
+    def notify_appended(self) -> None:
+        """Wake relays waiting in `wait_for_appends` (call once per append or group, after
+        it committed; never inside the appending transaction)."""
+        ...
+
+
+@runtime_checkable
+class EventStore(AggregateStore, EventLog, Outbox, Protocol):
+    """A complete store: all capabilities, plus schema management and closing."""
 
     def migrate(self) -> list[str]:
         """Bring the schema up to date (idempotent); return the names of migrations applied."""

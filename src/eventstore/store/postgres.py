@@ -8,8 +8,11 @@ place that knows about SQLSTATEs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import time
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -33,15 +36,18 @@ from eventstore.store._common import (
     check_batch,
     check_limit,
     check_position,
+    check_shard,
     check_text,
     check_time,
     check_version,
     explain_conflict,
     first_of_each,
     load_migrations,
+    outbox_bucket,
     paged,
     resolve_retry,
 )
+from eventstore.store._protocol import OutboxStatus
 from eventstore.versioning import Upcasters
 
 DEFAULT_SCHEMA = "eventstore"
@@ -87,6 +93,26 @@ _READ_ALL = sql.SQL(
     "AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) "
     "ORDER BY position LIMIT %(limit)s"
 ).format(cols=_COLUMNS)
+_OUTBOX_COLUMNS = sql.SQL(", ").join(
+    sql.Identifier("e", name)
+    for name in (
+        "position",
+        "id",
+        "event_type",
+        "aggregate_id",
+        "aggregate_type",
+        "version",
+        "timestamp",
+        "payload",
+        "metadata",
+        "schema_version",
+        "recorded_at",
+    )
+)
+_OUTBOX_BATCH = sql.SQL(
+    "SELECT {cols} FROM outbox o JOIN events e ON e.position = o.position "
+    "WHERE o.bucket %% %(shards)s = %(shard)s ORDER BY o.position LIMIT %(limit)s"
+).format(cols=_OUTBOX_COLUMNS)
 _BY_IDS = sql.SQL("SELECT {cols} FROM events WHERE id = ANY(%s::text[])").format(cols=_COLUMNS)
 
 
@@ -144,6 +170,7 @@ def _wire(event: Event) -> dict[str, Any]:
         "timestamp": event.timestamp.isoformat(),
         "payload": event.payload,
         "metadata": event.metadata,
+        "bucket": outbox_bucket(event.aggregate_id),
     }
 
 
@@ -196,6 +223,7 @@ class PostgresEventStore:
                 f"schema {schema!r} is not a valid name: use lower-case letters, digits and '_'"
             )
         _check_url(url)
+        self._url = url
         self.schema = schema
         self._where = describe_url(url)
         self._upcasters = upcasters or Upcasters()
@@ -389,6 +417,36 @@ class PostgresEventStore:
         params = {"after": check_position(after_position), "limit": check_limit(limit)}
         return self._fetch(_READ_ALL, params)
 
+    # -- outbox ---------------------------------------------------------------------------
+
+    def outbox_batch(self, limit: int, *, shard: int = 0, shards: int = 1) -> list[Event]:
+        check_shard(shard, shards)
+        params = {"limit": check_limit(limit), "shard": shard, "shards": shards}
+        with self._connection() as conn:
+            rows = conn.execute(_OUTBOX_BATCH, params).fetchall()
+        return [_row_to_event(row) for row in rows]
+
+    def outbox_remove(self, positions: Sequence[int]) -> None:
+        if positions:
+            with self._connection() as conn:
+                conn.execute("DELETE FROM outbox WHERE position = ANY(%s)", (list(positions),))
+
+    def outbox_status(self) -> OutboxStatus:
+        with self._connection() as conn:
+            row = conn.execute("SELECT count(*), min(enqueued_at) FROM outbox").fetchone()
+        assert row is not None
+        return OutboxStatus(int(row[0]), row[1])
+
+    def outbox_lease(self, *, shard: int = 0, shards: int = 1) -> PostgresOutboxLease:
+        check_shard(shard, shards)
+        return PostgresOutboxLease(self._url, self.schema, shard, shards, where=self._where)
+
+    def notify_appended(self) -> None:
+        # Its own tiny transaction, after the append committed: a NOTIFY inside the appending
+        # transaction would serialise every commit of the cluster on the notify queue lock.
+        with self._connection() as conn:
+            conn.execute("SELECT pg_notify(%s, '')", (_channel(self.schema),))
+
     # -- lifecycle --------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -404,3 +462,82 @@ class PostgresEventStore:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _channel(schema: str) -> str:
+    return f"eventstore_outbox_{schema}"
+
+
+class PostgresOutboxLease:
+    """A session advisory lock on a connection of its own, which also LISTENs for appends.
+
+    If the holder dies, PostgreSQL ends its session and frees the lock, so a standby's next
+    `acquire` (it retries twice a second) takes over.
+    """
+
+    def __init__(self, url: str, schema: str, shard: int, shards: int, *, where: str) -> None:
+        self.shard = shard
+        self.shards = shards
+        self._url = url
+        self._where = where
+        self._schema = schema
+        # Two int4 keys: the schema, and which shard of how many.
+        self._key = (zlib.crc32(schema.encode()) - 2**31, shards * 1000 + shard)
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def __repr__(self) -> str:
+        shard = f"shard {self.shard}/{self.shards}"
+        return f"PostgresOutboxLease({self._where}, schema={self._schema!r}, {shard})"
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = psycopg.connect(self._url, autocommit=True, connect_timeout=5)
+            self._conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(_channel(self._schema))))
+        return self._conn
+
+    def acquire(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                row = (
+                    self._connect()
+                    .execute("SELECT pg_try_advisory_lock(%s, %s)", self._key)
+                    .fetchone()
+                )
+                if row is not None and row[0]:
+                    return True
+            except psycopg.OperationalError:
+                self._drop()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(0.5, remaining))
+
+    def held(self) -> bool:
+        if self._conn is None or self._conn.closed:
+            return False
+        try:
+            self._conn.execute("SELECT 1")
+        except psycopg.Error:
+            self._drop()
+            return False
+        return True
+
+    def wait_for_appends(self, timeout: float) -> None:
+        try:
+            for _ in self._connect().notifies(timeout=timeout, stop_after=1):
+                pass
+        except psycopg.Error:
+            self._drop()
+            time.sleep(timeout)
+
+    def release(self) -> None:
+        if self._conn is not None and not self._conn.closed:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.execute("SELECT pg_advisory_unlock(%s, %s)", self._key)
+        self._drop()
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = None

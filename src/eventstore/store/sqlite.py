@@ -7,9 +7,12 @@ global log can never skip an event. sqlite3 errors are translated in `_translate
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -27,15 +30,18 @@ from eventstore.store._common import (
     check_batch,
     check_limit,
     check_position,
+    check_shard,
     check_text,
     check_time,
     check_version,
     explain_conflict,
     first_of_each,
     load_migrations,
+    outbox_bucket,
     paged,
     resolve_retry,
 )
+from eventstore.store._protocol import OutboxStatus
 from eventstore.versioning import Upcasters
 
 _COLUMNS = (
@@ -62,6 +68,12 @@ _ALL_BY_TIME = _select(
 )
 _READ_ALL = _select("WHERE position > :after ORDER BY position LIMIT :limit")
 _BY_IDS = _select("WHERE id IN (SELECT value FROM json_each(?))")
+_OUTBOX_BATCH = (
+    "SELECT e.position, e.id, e.event_type, e.aggregate_id, e.aggregate_type, e.version, "
+    "e.timestamp, e.payload, e.metadata, e.schema_version, e.recorded_at "
+    "FROM outbox o JOIN events e ON e.position = o.position "
+    "WHERE o.bucket % :shards = :shard ORDER BY o.position LIMIT :limit"
+)
 _LATEST = (
     "SELECT aggregate_id, version, aggregate_type FROM streams "
     "WHERE aggregate_id IN (SELECT value FROM json_each(?))"
@@ -124,6 +136,7 @@ class SqliteEventStore:
         self.path = str(path)
         self._upcasters = upcasters or Upcasters()
         self._lock = threading.RLock()
+        self._appended = threading.Condition()
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -238,10 +251,9 @@ class SqliteEventStore:
                 [(e.aggregate_id, e.aggregate_type, e.version) for e in last.values()],
             )
             conn.executemany(
-                "INSERT INTO outbox (position, aggregate_type, aggregate_id, enqueued_at) "
-                "VALUES (?, ?, ?, ?)",
+                "INSERT INTO outbox (position, bucket, enqueued_at) VALUES (?, ?, ?)",
                 [
-                    (p, e.aggregate_type, e.aggregate_id, now)
+                    (p, outbox_bucket(e.aggregate_id), now)
                     for p, e in zip(positions, events, strict=True)
                 ],
             )
@@ -297,6 +309,41 @@ class SqliteEventStore:
         params = {"after": check_position(after_position), "limit": check_limit(limit)}
         return self._fetch(_READ_ALL, params)
 
+    # -- outbox ---------------------------------------------------------------------------
+
+    def outbox_batch(self, limit: int, *, shard: int = 0, shards: int = 1) -> list[Event]:
+        check_shard(shard, shards)
+        params = {"limit": check_limit(limit), "shard": shard, "shards": shards}
+        with self._locked() as conn:
+            rows = conn.execute(_OUTBOX_BATCH, params).fetchall()
+        return [_row_to_event(row) for row in rows]
+
+    def outbox_remove(self, positions: Sequence[int]) -> None:
+        if positions:
+            with self._transaction() as conn:
+                conn.execute(
+                    "DELETE FROM outbox WHERE position IN (SELECT value FROM json_each(?))",
+                    (json.dumps(list(positions)),),
+                )
+
+    def outbox_status(self) -> OutboxStatus:
+        with self._locked() as conn:
+            depth, oldest = conn.execute("SELECT count(*), min(enqueued_at) FROM outbox").fetchone()
+        return OutboxStatus(depth, datetime.fromisoformat(oldest) if oldest else None)
+
+    def outbox_lease(self, *, shard: int = 0, shards: int = 1) -> SqliteOutboxLease:
+        check_shard(shard, shards)
+        return SqliteOutboxLease(self, shard, shards)
+
+    def notify_appended(self) -> None:
+        with self._appended:
+            self._appended.notify_all()
+
+    def wait_for_appends(self, timeout: float) -> None:
+        """Sleep until an append of this process is notified, or `timeout` seconds pass."""
+        with self._appended:
+            self._appended.wait(timeout)
+
     # -- lifecycle --------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -329,3 +376,45 @@ def _split_statements(script: str) -> list[str]:
     if buffer.strip():
         statements.append(buffer.strip())
     return statements
+
+
+class SqliteOutboxLease:
+    """An exclusive lock on a file beside the database (`<file>.relay-<shard>-of-<shards>`);
+    the operating system frees it when the holding process ends."""
+
+    def __init__(self, store: SqliteEventStore, shard: int, shards: int) -> None:
+        self.shard = shard
+        self.shards = shards
+        self._store = store
+        self._path = f"{store.path}.relay-{shard}-of-{shards}.lock"
+        self._fd: int | None = None
+
+    def acquire(self, timeout: float) -> bool:
+        if self._store.path == ":memory:":
+            self._fd = -1  # one process owns an in-memory database: nothing to exclude
+            return True
+        deadline = time.monotonic() + timeout
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    return False
+                time.sleep(0.2)
+                continue
+            self._fd = fd
+            return True
+
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def wait_for_appends(self, timeout: float) -> None:
+        self._store.wait_for_appends(timeout)
+
+    def release(self) -> None:
+        if self._fd is not None and self._fd >= 0:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+        self._fd = None

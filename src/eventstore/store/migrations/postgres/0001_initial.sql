@@ -43,12 +43,13 @@ CREATE TRIGGER events_immutable_truncate BEFORE TRUNCATE ON events
     FOR EACH STATEMENT EXECUTE FUNCTION reject_event_change();
 
 -- Events waiting to be published to Kafka, written in the same transaction as the events.
--- The outbox relay deletes a row once the broker has acknowledged its event.
+-- The outbox relay deletes a row once the broker has acknowledged its event. `bucket` is
+-- crc32(aggregate_id) mod 256, computed by the client: relays shard the outbox by bucket, so
+-- one aggregate's events always go through one relay, in order.
 CREATE TABLE outbox (
-    position       bigint PRIMARY KEY,
-    aggregate_type text NOT NULL,
-    aggregate_id   text NOT NULL,
-    enqueued_at    timestamptz NOT NULL DEFAULT now()
+    position    bigint PRIMARY KEY,
+    bucket      smallint NOT NULL CHECK (bucket BETWEEN 0 AND 255),
+    enqueued_at timestamptz NOT NULL DEFAULT now()
 );
 
 -- append_events(): the only code that writes events. One call is one transaction (the client
@@ -132,19 +133,20 @@ BEGIN
     WITH batch AS (
         SELECT * FROM ROWS FROM (json_to_recordset(p_events) AS (
             id text, aggregate_id text, aggregate_type text, event_type text, version bigint,
-            schema_version integer, "timestamp" timestamptz, payload jsonb, metadata jsonb))
+            schema_version integer, "timestamp" timestamptz, payload jsonb, metadata jsonb,
+            bucket smallint))
         WITH ORDINALITY AS e(id, aggregate_id, aggregate_type, event_type, version,
-                             schema_version, "timestamp", payload, metadata, n)
+                             schema_version, "timestamp", payload, metadata, bucket, n)
     ), stored AS (
         INSERT INTO events (position, id, aggregate_id, aggregate_type, event_type, version,
                             schema_version, "timestamp", payload, metadata)
         SELECT first_position + b.n, b.id, b.aggregate_id, b.aggregate_type, b.event_type,
                b.version, b.schema_version, b."timestamp", b.payload, b.metadata
         FROM batch b
-        RETURNING events.position, events.aggregate_type, events.aggregate_id
+        RETURNING events.position
     ), queued AS (
-        INSERT INTO outbox (position, aggregate_type, aggregate_id)
-        SELECT s.position, s.aggregate_type, s.aggregate_id FROM stored s
+        INSERT INTO outbox (position, bucket)
+        SELECT first_position + b.n, b.bucket FROM batch b
         RETURNING outbox.position
     )
     SELECT q.position FROM queued q ORDER BY q.position;

@@ -34,9 +34,9 @@ BEGIN
     SELECT RAISE(ABORT, 'stored events are immutable: DELETE on events is not allowed');
 END;
 
+-- Events waiting to be published; bucket = crc32(aggregate_id) mod 256 (see PostgreSQL's).
 CREATE TABLE outbox (
-    position       INTEGER PRIMARY KEY REFERENCES events (position),
-    aggregate_type TEXT NOT NULL,
-    aggregate_id   TEXT NOT NULL,
-    enqueued_at    TEXT NOT NULL
+    position    INTEGER PRIMARY KEY REFERENCES events (position),
+    bucket      INTEGER NOT NULL CHECK (bucket BETWEEN 0 AND 255),
+    enqueued_at TEXT NOT NULL
 );

@@ -1,0 +1,15 @@
+"""Producers: validate and store events (group commit), and relay the outbox to Kafka."""
+
+from eventstore.producer._producer import Change, EventProducer
+from eventstore.producer._topics import events_topic, snake_case
+from eventstore.producer._wire import Message, from_message, to_message
+
+__all__ = [
+    "Change",
+    "EventProducer",
+    "Message",
+    "events_topic",
+    "from_message",
+    "snake_case",
+    "to_message",
+]

@@ -1,0 +1,290 @@
+"""EventProducer: validate events, then store them (and their outbox rows) with group commit.
+
+Publishing to Kafka is not done here: the store writes every event's outbox row in the same
+transaction as the event, and the `OutboxRelay` publishes from the outbox after commit. So a
+process that dies between "stored" and "published" loses nothing, and nothing is published
+that was not stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, NamedTuple, Self
+
+from eventstore.errors import (
+    ConcurrencyError,
+    DuplicateEventError,
+    EventStoreError,
+    EventValidationError,
+)
+from eventstore.events import Event
+from eventstore.store import EventStore, validate_batch
+from eventstore.versioning import PayloadSchemas
+
+log = logging.getLogger(__name__)
+
+
+class Change(NamedTuple):
+    """An event to be, as a decision returns it: the producer fills ids, versions and time."""
+
+    event_type: str
+    payload: Mapping[str, Any]
+    schema_version: int = 1
+    metadata: Mapping[str, Any] | None = None
+
+
+@dataclass
+class _Request:
+    events: list[Event]
+    future: Future[list[int]] = field(default_factory=Future)
+
+
+class EventProducer:
+    """Publishes events: validates them, then stores them through the store's atomic append.
+
+    Group commit: concurrent callers of `publish` / `publish_many` (from any number of threads)
+    are gathered into one store transaction by a committer thread: it takes everything queued
+    while the previous commit was in flight, up to `max_batch` events (waiting up to `linger`
+    seconds for more when `linger` > 0). Each caller still gets its own result or its own
+    error: a request that conflicts is failed alone and the rest of its group is committed.
+
+    Each call of `publish_many` is atomic on its own (all its events or none).
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        *,
+        schemas: PayloadSchemas | None = None,
+        max_batch: int = 1000,
+        linger: float = 0.0,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, not {max_batch}")
+        self.store = store
+        self.schemas = schemas or PayloadSchemas()
+        self.max_batch = max_batch
+        self.linger = linger
+        self._queue: deque[_Request] = deque()
+        self._ready = threading.Condition()
+        self._closed = False
+        self._committer = threading.Thread(
+            target=self._run, name="eventstore-group-commit", daemon=True
+        )
+        self._committer.start()
+
+    # -- publishing ---------------------------------------------------------------------------
+
+    def publish(self, event: Event) -> int:
+        """Validate and store one event; returns its position (see `publish_many`)."""
+        return self.publish_many([event])[0]
+
+    def publish_many(self, events: Sequence[Event]) -> list[int]:
+        """Validate and store events atomically; returns their positions.
+
+        Raises `EventValidationError` (payload schema, batch rules) before anything is
+        stored, `ConcurrencyError` when a version is taken, `DuplicateEventError` for an id
+        reused with other content; an exact resend returns the stored positions.
+        """
+        events = list(events)
+        if not events:
+            return []
+        validate_batch(events)
+        for event in events:
+            self.schemas.check(event)
+        request = _Request(events)
+        with self._ready:
+            if self._closed:
+                raise EventStoreError("the producer is closed; create a new EventProducer")
+            self._queue.append(request)
+            self._ready.notify()
+        return request.future.result()
+
+    def update(
+        self,
+        aggregate_type: str,
+        aggregate_id: str,
+        decide: Callable[[list[Event]], Sequence[Change]],
+        *,
+        attempts: int = 3,
+    ) -> list[int]:
+        """The common loop: load the aggregate's history, `decide` what happens, append the
+        changes with the next versions; on `ConcurrencyError`, reload and decide again, up to
+        `attempts` times (then the last conflict is raised)."""
+        for attempt in range(1, attempts + 1):
+            history = list(self.store.get_events_by_aggregate(aggregate_id))
+            version = history[-1].version if history else 0
+            changes = decide(history)
+            events = [
+                Event.new(
+                    aggregate_type=aggregate_type,
+                    aggregate_id=aggregate_id,
+                    event_type=change.event_type,
+                    version=version + offset,
+                    payload=change.payload,
+                    metadata=change.metadata,
+                    schema_version=change.schema_version,
+                )
+                for offset, change in enumerate(changes, start=1)
+            ]
+            try:
+                return self.publish_many(events)
+            except ConcurrencyError:
+                if attempt == attempts:
+                    raise
+                log.debug(
+                    "conflict on %s (attempt %d of %d), retrying", aggregate_id, attempt, attempts
+                )
+        raise AssertionError("unreachable")
+
+    # -- the committer ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while not self._queue and not self._closed:
+                    self._ready.wait()
+                if not self._queue:
+                    return
+            if self.linger > 0:
+                threading.Event().wait(self.linger)
+            with self._ready:
+                group = self._take_group()
+            self._commit(group)
+
+    def _take_group(self) -> list[_Request]:
+        """Requests that can share one atomic append, in arrival order.
+
+        A request joins unless it would break the batch rules (an aggregate's versions must
+        follow each other, an id may appear once); then it, and every later request touching
+        one of its aggregates, waits for the next group, so each aggregate's requests keep
+        their order.
+        """
+        group: list[_Request] = []
+        kept: deque[_Request] = deque()
+        last: dict[str, Event] = {}
+        ids: set[str] = set()
+        blocked: set[str] = set()
+        size = 0
+        while self._queue:
+            request = self._queue.popleft()
+            aggregates = {e.aggregate_id for e in request.events}
+            fits = (not group or size + len(request.events) <= self.max_batch) and _fits(
+                request.events, last, ids, blocked
+            )
+            if not fits:
+                blocked |= aggregates
+                kept.append(request)
+                continue
+            group.append(request)
+            size += len(request.events)
+            for event in request.events:
+                last[event.aggregate_id] = event
+                ids.add(event.id)
+        self._queue.extendleft(reversed(kept))
+        return group
+
+    def _commit(self, group: list[_Request]) -> None:
+        pending = list(group)
+        committed = False
+        while pending:
+            events = [e for r in pending for e in r.events]
+            try:
+                positions = self.store.append_events(events)
+            except ConcurrencyError as error:
+                culprit = next(
+                    (
+                        r
+                        for r in pending
+                        if any(e.aggregate_id == error.aggregate_id for e in r.events)
+                    ),
+                    pending[0],
+                )
+                culprit.future.set_exception(error)
+                pending.remove(culprit)  # the others may well commit without it
+                continue
+            except (DuplicateEventError, EventValidationError):
+                # Which request is at fault is not said precisely enough: give each its own
+                # transaction, so each gets its own answer.
+                committed |= self._commit_one_by_one(pending)
+                break
+            except BaseException as error:
+                _fail(pending, error)
+                break
+            start = 0
+            for request in pending:
+                request.future.set_result(positions[start : start + len(request.events)])
+                start += len(request.events)
+            committed = True
+            break
+        if committed:
+            self._notify()
+
+    def _commit_one_by_one(self, requests: list[_Request]) -> bool:
+        committed = False
+        for request in requests:
+            try:
+                request.future.set_result(self.store.append_events(request.events))
+                committed = True
+            except BaseException as error:
+                request.future.set_exception(error)
+        return committed
+
+    def _notify(self) -> None:
+        try:
+            self.store.notify_appended()
+        except EventStoreError as error:  # the relay's polling picks the events up anyway
+            log.warning("could not wake the outbox relay: %s", error)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Finish what is queued, then stop the committer (the store stays open)."""
+        with self._ready:
+            self._closed = True
+            self._ready.notify()
+        self._committer.join()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _fits(events: list[Event], last: dict[str, Event], ids: set[str], blocked: set[str]) -> bool:
+    """Whether a request's events can follow the group's so far in one batch. The request
+    passed the batch rules on its own, so only its first event of each aggregate is checked."""
+    if any(e.aggregate_id in blocked or e.id in ids for e in events):
+        return False
+    checked: set[str] = set()
+    for event in events:
+        if event.aggregate_id not in checked:
+            checked.add(event.aggregate_id)
+            if not _follows(last.get(event.aggregate_id), event):
+                return False
+    return True
+
+
+def _follows(previous: Event | None, event: Event) -> bool:
+    """Whether `event` may come after `previous` (of the same aggregate) in one batch."""
+    if previous is None:
+        return True
+    return event.version == previous.version + 1 and event.aggregate_type == previous.aggregate_type
+
+
+def _fail(requests: list[_Request], error: BaseException) -> None:
+    for request in requests:
+        if not request.future.done():
+            request.future.set_exception(error)

@@ -12,6 +12,7 @@
 #   scripts/services.sh status    say what runs
 #   scripts/services.sh env       print the export lines the tests read
 #   scripts/services.sh reset     stop both and delete their data
+#   scripts/services.sh stop-kafka | start-kafka   the broker alone (the outage tests use these)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -194,6 +195,8 @@ start_kafka() {
                 kafka.tools.StorageTool format -t "$cluster_id" -c "$KAFKA_HOME/server.properties" \
                 >"$KAFKA_LOGS/format.log" 2>&1 || die "formatting Kafka storage failed; see $KAFKA_LOGS/format.log"
         fi
+        # A fresh log, so that readiness (a line in it) is this run's and not the last one's.
+        [ -f "$KAFKA_LOGS/server.log" ] && mv "$KAFKA_LOGS/server.log" "$KAFKA_LOGS/server.log.1"
         log "starting Kafka on 127.0.0.1:$KAFKA_PORT"
         nohup java -Xms256m -Xmx768m -XX:+UseG1GC -Djava.awt.headless=true \
             -Dkafka.logs.dir="$KAFKA_LOGS" \
@@ -228,16 +231,21 @@ stop_kafka() {
 print_env() {
     echo "export EVENTSTORE_TEST_DATABASE_URL=postgresql://$DB_USER@127.0.0.1:$PG_PORT/$DB_NAME"
     echo "export EVENTSTORE_TEST_KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT"
+    echo "export EVENTSTORE_TEST_KAFKA_CONTROL=$ROOT/scripts/services.sh"
 }
 
 case "${1:-}" in
     start)
         [ -n "$(pg_bindir)" ] || apt_install postgresql
+        # kcat: an independent Kafka client, which the tests use to read what we publish.
+        command -v kcat >/dev/null || apt_install kcat
         choose_pg_home
         start_postgres
         start_kafka
         print_env
         ;;
+    stop-kafka) stop_kafka ;;
+    start-kafka) start_kafka ;;
     stop) choose_pg_home; stop_kafka; stop_postgres ;;
     status)
         choose_pg_home

@@ -8,7 +8,10 @@ starting with `error:` and exits non-zero; no traceback.
 from __future__ import annotations
 
 import json
+import logging
+import signal
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -26,6 +29,8 @@ from rich.table import Table
 from eventstore.config import Settings
 from eventstore.errors import ConfigurationError, EventStoreError, EventValidationError
 from eventstore.events import Event
+from eventstore.producer import EventProducer
+from eventstore.producer._kafka import KafkaPublisher
 from eventstore.store import DEFAULT_SQLITE_PATH, EventStore, open_store
 
 app = typer.Typer(
@@ -43,6 +48,7 @@ errors = Console(stderr=True)
 class Context:
     database_url: str | None
     schema: str | None
+    settings: Settings
 
     def open(self) -> EventStore:
         return open_store(self.database_url, schema=self.schema)
@@ -70,7 +76,9 @@ def _options(
     ] = None,
 ) -> None:
     settings = Settings()
-    ctx.obj = Context(database_url or settings.database_url, schema or settings.database_schema)
+    ctx.obj = Context(
+        database_url or settings.database_url, schema or settings.database_schema, settings
+    )
 
 
 @app.command()
@@ -271,7 +279,7 @@ def demo(
     world = World(f"world-{uuid.uuid4().hex[:6]}", players=players, items=items, seed=seed)
     by_type: Counter[str] = Counter()
     started = time.perf_counter()
-    with context.open() as store:
+    with context.open() as store, EventProducer(store) as producer:
         applied = store.migrate()
         console.print(
             f"[bold]{world.world_id}[/]: {players} players, {items} items, {ticks} ticks "
@@ -290,7 +298,7 @@ def demo(
             appended = 0
             for tick in range(ticks + 1):
                 batch = world.genesis() if tick == 0 else world.tick()
-                appended += len(store.append_events(batch))
+                appended += len(producer.publish_many(batch))
                 by_type.update(e.event_type for e in batch)
                 progress.update(task, advance=1, events=appended)
         elapsed = time.perf_counter() - started
@@ -329,6 +337,154 @@ def demo(
         f"Explore it: [cyan]eventstore events --aggregate {world.players[0].id}[/], "
         f"[cyan]eventstore events --type ItemPickedUp --limit 10[/], [cyan]eventstore tail[/]"
     )
+
+
+KafkaOption = Annotated[
+    str | None,
+    typer.Option(
+        help="host:port[,host:port] [env EVENTSTORE_KAFKA_BOOTSTRAP_SERVERS]", show_default=False
+    ),
+]
+PrefixOption = Annotated[
+    str | None,
+    typer.Option(help="prefix of topic names [env EVENTSTORE_TOPIC_PREFIX; default game]"),
+]
+PartitionsOption = Annotated[
+    int | None,
+    typer.Option(
+        min=1, help="partitions of created topics [env EVENTSTORE_TOPIC_PARTITIONS; default 3]"
+    ),
+]
+ReplicationOption = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="replication of created topics [env EVENTSTORE_TOPIC_REPLICATION_FACTOR; default 1]",
+    ),
+]
+
+
+def _publisher(
+    context: Context,
+    servers: str | None,
+    prefix: str | None,
+    partitions: int | None,
+    replication_factor: int | None,
+) -> KafkaPublisher:
+    settings = context.settings
+    servers = servers or settings.kafka_bootstrap_servers
+    if not servers:
+        raise ConfigurationError(
+            "no Kafka configured: pass --kafka-bootstrap-servers or set "
+            "EVENTSTORE_KAFKA_BOOTSTRAP_SERVERS (on the embedded default, consumers read the "
+            "store's global log and need no relay)"
+        )
+    return KafkaPublisher(
+        servers,
+        topic_prefix=prefix or settings.topic_prefix,
+        partitions=partitions or settings.topic_partitions,
+        replication_factor=replication_factor or settings.topic_replication_factor,
+    )
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s",
+    )
+    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+@app.command()
+def relay(
+    ctx: typer.Context,
+    kafka_bootstrap_servers: KafkaOption = None,
+    topic_prefix: PrefixOption = None,
+    shard: Annotated[int, typer.Option(min=0, help="the outbox shard this relay drains")] = 0,
+    shards: Annotated[
+        int, typer.Option(min=1, max=256, help="how many shards the outbox is split in")
+    ] = 1,
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=10_000, help="events per Kafka batch")
+    ] = 1000,
+    poll_interval: Annotated[
+        float, typer.Option(min=0.01, help="seconds between polls when idle")
+    ] = 0.5,
+    partitions: PartitionsOption = None,
+    replication_factor: ReplicationOption = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="serve Prometheus metrics on this port")
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="address the metrics server binds")
+    ] = "127.0.0.1",
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
+) -> None:
+    """Publish the outbox to Kafka until stopped (SIGTERM or Ctrl-C finish the batch in hand).
+
+    One relay per shard is active at a time; start more as hot standbys (they take over within
+    seconds when the active one dies)."""
+    from eventstore.producer import OutboxRelay, RelayMetrics, RelaySettings
+
+    context: Context = ctx.obj
+    _configure_logging(log_level)
+    if shard >= shards:
+        raise ConfigurationError(f"--shard must be below --shards ({shards}), not {shard}")
+    publisher = _publisher(
+        context, kafka_bootstrap_servers, topic_prefix, partitions, replication_factor
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    metrics = RelayMetrics()
+    if metrics_port is not None:
+        metrics.serve(metrics_port, metrics_host)
+    with context.open() as store:
+        worker = OutboxRelay(
+            store,
+            publisher,
+            RelaySettings(
+                shard=shard, shards=shards, batch_size=batch_size, poll_interval=poll_interval
+            ),
+            metrics,
+        )
+        try:
+            worker.run(stop)
+        finally:
+            publisher.close()
+    errors.print(f"relay stopped after publishing {worker.published} events")
+
+
+topics_app = typer.Typer(help="Kafka topics of the event store.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+
+
+@topics_app.command("create")
+def topics_create(
+    ctx: typer.Context,
+    aggregate_types: Annotated[
+        list[str], typer.Argument(help="aggregate types, e.g. Player World")
+    ],
+    kafka_bootstrap_servers: KafkaOption = None,
+    topic_prefix: PrefixOption = None,
+    partitions: PartitionsOption = None,
+    replication_factor: ReplicationOption = None,
+) -> None:
+    """Create the event topics of these aggregate types (existing ones are left as they are)."""
+    from eventstore.producer import events_topic
+
+    context: Context = ctx.obj
+    publisher = _publisher(
+        context, kafka_bootstrap_servers, topic_prefix, partitions, replication_factor
+    )
+    try:
+        created = publisher.ensure_topics(aggregate_types)
+    finally:
+        publisher.close()
+    for aggregate_type in aggregate_types:
+        name = events_topic(publisher.topic_prefix, aggregate_type)
+        console.print(f"{name}: {'created' if name in created else 'exists'}")
 
 
 def main() -> None:

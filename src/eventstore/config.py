@@ -27,3 +27,7 @@ class Settings(BaseSettings):
         default=None, description="host:port[,host:port]; unset: in-process delivery"
     )
     topic_prefix: str = Field(default="game", description="prefix of every Kafka topic name")
+    topic_partitions: int = Field(default=3, ge=1, description="partitions of topics we create")
+    topic_replication_factor: int = Field(
+        default=1, ge=1, description="replication factor of topics we create"
+    )

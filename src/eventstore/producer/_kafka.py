@@ -1,0 +1,133 @@
+"""Publishing stored events to Kafka: topics created by us, an idempotent producer, acks=all."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from eventstore.errors import EventStoreError
+from eventstore.events import Event
+from eventstore.producer._topics import check_prefix, events_topic
+from eventstore.producer._wire import to_message
+
+log = logging.getLogger(__name__)
+
+
+class PublishError(EventStoreError):
+    """The broker did not acknowledge every event of a batch; publish the batch again."""
+
+    retriable = True
+
+
+class KafkaPublisher:
+    """Sends batches of stored events and returns only once the broker acknowledged all of
+    them (acks=all, idempotent producer, one request in flight per connection, so a
+    partition never sees a later event of an aggregate before an earlier one).
+
+    After any failure the producer is discarded and a fresh one is made for the retry; the
+    retry may re-send events that did reach the broker (same event id, same order), which
+    consumers skip by version.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        topic_prefix: str,
+        partitions: int = 3,
+        replication_factor: int = 1,
+        client_id: str = "eventstore-relay",
+        timeout: float = 30.0,
+    ) -> None:
+        self.topic_prefix = check_prefix(topic_prefix)
+        self.partitions = partitions
+        self.replication_factor = replication_factor
+        self.timeout = timeout
+        self._common: dict[str, Any] = {
+            "bootstrap_servers": bootstrap_servers.split(","),
+            "client_id": client_id,
+            "request_timeout_ms": int(min(timeout, 30) * 1000),
+        }
+        self._producer: KafkaProducer | None = None
+        self._known_topics: set[str] = set()
+
+    def _get_producer(self) -> KafkaProducer:
+        if self._producer is None:
+            self._producer = KafkaProducer(
+                **self._common,
+                acks="all",
+                enable_idempotence=True,
+                max_in_flight_requests_per_connection=1,
+                linger_ms=5,
+                batch_size=512 * 1024,
+                max_request_size=4 * 1024 * 1024,
+                max_block_ms=int(self.timeout * 1000),
+                delivery_timeout_ms=int(self.timeout * 1000) + 1000,
+            )
+        return self._producer
+
+    def ensure_topics(self, aggregate_types: Iterable[str]) -> list[str]:
+        """Create the topics of these aggregate types that do not exist yet (with the
+        configured partitions and replication); return the names created."""
+        wanted = {events_topic(self.topic_prefix, t) for t in aggregate_types} - self._known_topics
+        if not wanted:
+            return []
+        try:
+            admin = KafkaAdminClient(**self._common)
+        except KafkaError as error:
+            raise PublishError(f"cannot reach Kafka to create topics: {error}") from error
+        try:
+            missing = sorted(wanted - set(admin.list_topics()))
+            if missing:
+                new = [NewTopic(t, self.partitions, self.replication_factor) for t in missing]
+                with contextlib.suppress(TopicAlreadyExistsError):  # another relay was first
+                    admin.create_topics(new, timeout_ms=int(self.timeout * 1000))
+                log.info("created topics %s", ", ".join(missing))
+        except KafkaError as error:
+            raise PublishError(f"creating topics {sorted(wanted)} failed: {error}") from error
+        finally:
+            admin.close()
+        self._known_topics |= wanted
+        return missing
+
+    def publish(self, events: Sequence[Event]) -> None:
+        """Send `events` in order and wait for the broker's acknowledgement of every one."""
+        if not events:
+            return
+        self.ensure_topics({e.aggregate_type for e in events})
+        try:
+            producer = self._get_producer()
+            futures = []
+            for event in events:
+                message = to_message(event)
+                futures.append(
+                    producer.send(
+                        events_topic(self.topic_prefix, event.aggregate_type),
+                        key=message.key,
+                        value=message.value,
+                        headers=message.headers,
+                    )
+                )
+            producer.flush(timeout=self.timeout)
+            for future in futures:
+                future.get(timeout=self.timeout)
+        except KafkaError as error:
+            self._discard()
+            raise PublishError(f"Kafka did not acknowledge the batch: {error!r}") from error
+
+    def _discard(self) -> None:
+        if self._producer is not None:
+            with contextlib.suppress(KafkaError):
+                self._producer.close(timeout=0)
+        self._producer = None
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.close(timeout=self.timeout)
+        self._producer = None

@@ -1,0 +1,294 @@
+"""The outbox relay against the real PostgreSQL and the real broker, including failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from eventstore import ConcurrencyError, EventStore
+from eventstore.producer import EventProducer
+from tests.conftest import _unavailable, unique_name
+from tests.contract.test_store_contract import all_events
+from tests.helpers import event
+from tests.kafka_helpers import RelayThread, check_delivery, read_topics, wait_until_drained
+
+pytestmark = [pytest.mark.postgres, pytest.mark.kafka]
+
+
+@pytest.fixture
+def backend() -> str:
+    return "postgres"
+
+
+@pytest.fixture
+def prefix() -> str:
+    return unique_name("t")
+
+
+@pytest.fixture
+def kafka_control() -> str:
+    """The command that stops and starts the broker (scripts/services.sh)."""
+    control = os.environ.get("EVENTSTORE_TEST_KAFKA_CONTROL")
+    if not control:
+        _unavailable("control of the Kafka broker (EVENTSTORE_TEST_KAFKA_CONTROL unset)")
+    return control
+
+
+def player_topic(prefix: str) -> str:
+    return f"{prefix}.events.player"
+
+
+class Writer:
+    """Publishes `per_aggregate` versions of each aggregate through an EventProducer from
+    `threads` threads, pausing `pause` seconds between publishes; records any error."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        aggregates: int,
+        per_aggregate: int,
+        *,
+        threads: int = 4,
+        pause: float = 0.0,
+    ) -> None:
+        self.producer = EventProducer(store)
+        self.errors: list[BaseException] = []
+        self.published = 0
+        self._lock = threading.Lock()
+        names = [f"p{i}" for i in range(aggregates)]
+        self._threads = [
+            threading.Thread(target=self._work, args=(names[t::threads], per_aggregate, pause))
+            for t in range(threads)
+        ]
+
+    def _work(self, names: list[str], per_aggregate: int, pause: float) -> None:
+        try:
+            for version in range(1, per_aggregate + 1):
+                for name in names:
+                    self.producer.publish(event(name, version))
+                    with self._lock:
+                        self.published += 1
+                    if pause:
+                        time.sleep(pause)
+        except BaseException as error:
+            self.errors.append(error)
+
+    def __enter__(self) -> Writer:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def join(self) -> None:
+        for t in self._threads:
+            t.join()
+        self.producer.close()
+        assert not self.errors, self.errors[:3]
+
+    def __exit__(self, *exc: object) -> None:
+        self.join()
+
+
+def test_every_committed_event_reaches_kafka_in_version_order(
+    store: EventStore, kafka_bootstrap: str, prefix: str
+) -> None:
+    with RelayThread(store, kafka_bootstrap, prefix, batch_size=100) as relay:
+        with Writer(store, aggregates=24, per_aggregate=40):
+            pass
+        wait_until_drained(store)
+    stored = all_events(store)
+    received = read_topics(kafka_bootstrap, [player_topic(prefix)], expect=len(stored))
+    assert check_delivery(stored, received) == 0, "no failure happened, so no re-send either"
+    assert relay.metric("eventstore_relay_published_events_total") == len(stored)
+    partitions: dict[str, set[int]] = {}
+    for record in received:
+        partitions.setdefault(record.key, set()).add(record.partition)
+        assert record.headers == {
+            "event_type": record.value["event_type"].encode(),
+            "event_id": record.value["id"].encode(),
+            "aggregate_type": b"Player",
+            "schema_version": b"1",
+            "content_type": b"application/json",
+        }
+    assert all(len(p) == 1 for p in partitions.values()), "an aggregate stays on one partition"
+
+
+def test_an_event_whose_transaction_rolled_back_is_never_published(
+    store: EventStore, kafka_bootstrap: str, prefix: str, postgres_url: str, pg_schema: str
+) -> None:
+    committed = store.append_event(event("kept", 1))
+    with pytest.raises(ConcurrencyError):  # a batch that fails as a whole
+        store.append_events([event("lost-1", 1), event("kept", 1)])
+    with psycopg.connect(postgres_url) as conn:  # an append rolled back by its caller
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(pg_schema)))
+        conn.commit()
+        e = event("lost-2", 1)
+        conn.execute(
+            "SELECT append_events(%s::json, '[]')", (json.dumps([{**e.to_dict(), "bucket": 0}]),)
+        )
+        conn.rollback()
+    with RelayThread(store, kafka_bootstrap, prefix):
+        wait_until_drained(store)
+    received = read_topics(kafka_bootstrap, [player_topic(prefix)], expect=1)
+    assert [r.value["position"] for r in received] == [committed]
+    check_delivery(all_events(store), received)
+
+
+def test_an_independent_client_reads_what_we_publish(
+    store: EventStore, kafka_bootstrap: str, prefix: str
+) -> None:
+    """kcat (librdkafka), not our own code, decodes the records."""
+    store.append_events([event("a", 1), event("a", 2), event("b", 1, x=1, y=2)])
+    with RelayThread(store, kafka_bootstrap, prefix):
+        wait_until_drained(store)
+    result = subprocess.run(
+        [
+            "kcat",
+            "-C",
+            "-b",
+            kafka_bootstrap,
+            "-t",
+            player_topic(prefix),
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+            "-f",
+            "%k\\t%h\\t%s\\n",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    lines = [line.split("\t") for line in result.stdout.splitlines() if line]
+    stored = {e.id: e for e in all_events(store)}
+    assert len(lines) == 3
+    for key, headers, value in lines:
+        document = json.loads(value)
+        original = stored[document["id"]]
+        assert key == original.aggregate_id
+        assert document == original.to_dict()
+        assert dict(h.split("=", 1) for h in headers.split(",")) == {
+            "event_type": original.event_type,
+            "event_id": original.id,
+            "aggregate_type": "Player",
+            "schema_version": "1",
+            "content_type": "application/json",
+        }
+
+
+def relay_process(
+    postgres_url: str, schema: str, bootstrap: str, prefix: str, *extra: str
+) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTSTORE_")}
+    env.update(
+        EVENTSTORE_DATABASE_URL=postgres_url,
+        EVENTSTORE_DATABASE_SCHEMA=schema,
+        EVENTSTORE_KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+        EVENTSTORE_TOPIC_PREFIX=prefix,
+    )
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "eventstore.cli",
+            "relay",
+            "--batch-size",
+            "50",
+            "--poll-interval",
+            "0.1",
+            *extra,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_a_relay_killed_mid_stream_loses_nothing(
+    store: EventStore, kafka_bootstrap: str, prefix: str, postgres_url: str, pg_schema: str
+) -> None:
+    with Writer(store, aggregates=30, per_aggregate=60, pause=0.002) as writer:
+        first = relay_process(postgres_url, pg_schema, kafka_bootstrap, prefix)
+        deadline = time.monotonic() + 60
+        while writer.published - store.outbox_status().depth < 400:  # mid-stream: some sent
+            assert time.monotonic() < deadline and first.poll() is None, first.stdout
+            time.sleep(0.05)
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+        assert writer.published < 30 * 60, "the writers must still be writing at the kill"
+        time.sleep(1.0)  # appends go on with no relay at all
+        second = relay_process(postgres_url, pg_schema, kafka_bootstrap, prefix)
+    try:
+        wait_until_drained(store)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        output, _ = second.communicate(timeout=30)
+    assert second.returncode == 0, output
+    assert "relay stopped after publishing" in output
+    stored = all_events(store)
+    received = read_topics(kafka_bootstrap, [player_topic(prefix)], expect=len(stored))
+    duplicates = check_delivery(stored, received)
+    print(f"\n{len(stored)} events, {duplicates} re-sent after the SIGKILL")
+    assert duplicates <= 50, "at most the batch in flight at the kill is sent twice"
+
+
+def test_a_broker_outage_of_20_seconds_delays_but_loses_nothing(
+    store: EventStore, kafka_bootstrap: str, prefix: str, kafka_control: str
+) -> None:
+    with RelayThread(store, kafka_bootstrap, prefix, batch_size=200) as relay:
+        with Writer(store, aggregates=10, per_aggregate=120, threads=2, pause=0.02) as writer:
+            time.sleep(2)
+            subprocess.run([kafka_control, "stop-kafka"], check=True, timeout=60)
+            try:
+                during = writer.published
+                time.sleep(20)
+                assert writer.published > during + 100, "appends must go on while Kafka is down"
+                assert store.outbox_status().depth > 0
+            finally:
+                subprocess.run([kafka_control, "start-kafka"], check=True, timeout=120)
+        wait_until_drained(store, timeout=180)
+        assert relay.metric("eventstore_relay_publish_errors_total") > 0, "the outage was felt"
+    stored = all_events(store)
+    received = read_topics(kafka_bootstrap, [player_topic(prefix)], expect=len(stored))
+    duplicates = check_delivery(stored, received)
+    print(f"\n{len(stored)} events, {duplicates} re-sent after the outage")
+
+
+def test_two_relays_one_active_and_the_standby_takes_over(
+    store: EventStore, kafka_bootstrap: str, prefix: str
+) -> None:
+    first = RelayThread(store, kafka_bootstrap, prefix, standby_interval=0.2).start()
+    second = RelayThread(store, kafka_bootstrap, prefix, standby_interval=0.2).start()
+    try:
+        with Writer(store, aggregates=12, per_aggregate=40, pause=0.001):
+            for _ in range(60):
+                assert first.active + second.active <= 1, "two relays active on one shard"
+                time.sleep(0.02)
+        wait_until_drained(store)
+        active, standby = (first, second) if first.active else (second, first)
+        assert active.active and not standby.active
+        active.stop()
+        started = time.monotonic()
+        store.append_event(event("late", 1))
+        wait_until_drained(store, timeout=30)
+        takeover = time.monotonic() - started
+        print(f"\nstandby took over and published in {takeover:.2f}s")
+        assert standby.active and takeover < 5
+    finally:
+        for relay in (first, second):
+            if relay._thread.is_alive():
+                relay.stop()
+    stored = all_events(store)
+    received = read_topics(kafka_bootstrap, [player_topic(prefix)], expect=len(stored))
+    assert check_delivery(stored, received) == 0

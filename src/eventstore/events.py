@@ -39,33 +39,48 @@ def encode_json(value: Mapping[str, Any]) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def _check_json(value: Any, path: str, depth: int = 0) -> None:
-    """Raise ValueError unless `value` is plain JSON: finite numbers, string keys, bounded depth."""
-    if depth > MAX_JSON_DEPTH:
-        raise ValueError(f"nests deeper than {MAX_JSON_DEPTH} levels at {path}")
-    if value is None or isinstance(value, str | bool | int):
-        return
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"holds a non-finite number ({value}) at {path}")
-        return
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise ValueError(f"has a non-string key {key!r} at {path}")
-            _check_json(item, f"{path}.{key}", depth + 1)
-        return
-    if isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            _check_json(item, f"{path}[{index}]", depth + 1)
-        return
-    raise ValueError(f"holds a {type(value).__name__}, which is not JSON, at {path}")
+def _path(keys: tuple[str | int, ...]) -> str:
+    return "$" + "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in keys)
+
+
+def _check_json(value: Any) -> None:
+    """Raise ValueError unless `value` is plain JSON: finite numbers, string keys, bounded
+    depth. Iterative, and builds the path of a value only to report it."""
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(value, ())]
+    while stack:
+        node, keys = stack.pop()
+        if len(keys) > MAX_JSON_DEPTH:
+            raise ValueError(f"nests deeper than {MAX_JSON_DEPTH} levels at {_path(keys)}")
+        if isinstance(node, dict):
+            items: Any = node.items()
+        elif isinstance(node, list | tuple):
+            items = enumerate(node)
+        else:
+            continue
+        for key, item in items:
+            if isinstance(node, dict) and not isinstance(key, str):
+                raise ValueError(f"has a non-string key {key!r} at {_path(keys)}")
+            kind = type(item)
+            if kind is str or kind is int or kind is bool or item is None:
+                continue
+            if kind is float:
+                if not math.isfinite(item):
+                    raise ValueError(f"holds a non-finite number ({item}) at {_path((*keys, key))}")
+                continue
+            if isinstance(item, dict | list | tuple):
+                stack.append((item, (*keys, key)))
+            elif not isinstance(item, str | int | float):
+                raise ValueError(
+                    f"holds a {type(item).__name__}, which is not JSON, at {_path((*keys, key))}"
+                )
+            elif isinstance(item, float) and not math.isfinite(item):
+                raise ValueError(f"holds a non-finite number ({item}) at {_path((*keys, key))}")
 
 
 def _check_json_object(value: Any, limit: int) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError(f"must be a JSON object, not {type(value).__name__}")
-    _check_json(value, "$")
+    _check_json(value)
     size = len(encode_json(value).encode())
     if size > limit:
         raise ValueError(f"is {size} bytes as JSON, over the limit of {limit} bytes")

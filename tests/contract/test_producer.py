@@ -107,7 +107,7 @@ def test_32_threads_share_transactions_and_each_gets_its_own_answer(store: Event
 def test_a_conflicting_request_fails_alone_and_its_group_commits(store: EventStore) -> None:
     store.append_event(event("taken", 1))
     counting = CountingStore(store)
-    producer = EventProducer(counting, linger=0.3)
+    producer = EventProducer(counting, linger=0.3, committers=1)
     answers: dict[str, object] = {}
 
     def send(name: str, e: Event) -> None:

@@ -1,0 +1,189 @@
+"""Producer and relay figures against the local PostgreSQL and Kafka, with raw baselines run
+in the same process.
+
+    make bench-publish
+    python bench/publish.py --database-url postgresql://... --kafka 127.0.0.1:59092
+
+(a) 16 threads each publishing single events through EventProducer (group commit), events/s,
+    as a ratio of raw single-row inserts from 16 writers (bench/append.py's baseline).
+(b) The relay draining a backlog of --backlog events (default 200,000) to Kafka, events/s,
+    next to the store's batched append rate (batches of 100) measured in the same run.
+(c) Latency from append commit to broker acknowledgement at a steady --rate events/s
+    (default 1,000) for --seconds: p50, p99 and max.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from append import Schema, make_event, ours_batches, raw_single
+from eventstore import Event, open_store
+from eventstore.config import Settings
+from eventstore.producer import (
+    EventProducer,
+    KafkaPublisher,
+    OutboxRelay,
+    RelayMetrics,
+    RelaySettings,
+)
+
+
+def producer_16_threads(url: str, per_writer: int) -> float:
+    with Schema(url) as schema:
+        store = open_store(url, schema=schema.name)
+        try:
+            store.migrate()
+            producer = EventProducer(store)
+            barrier = threading.Barrier(17)
+
+            def work(worker: int) -> None:
+                barrier.wait()
+                for version in range(1, per_writer + 1):
+                    producer.publish(make_event(f"w{worker}", version))
+
+            threads = [threading.Thread(target=work, args=(w,)) for w in range(16)]
+            for t in threads:
+                t.start()
+            barrier.wait()
+            started = time.perf_counter()
+            for t in threads:
+                t.join()
+            rate = 16 * per_writer / (time.perf_counter() - started)
+            producer.close()
+            return rate
+        finally:
+            store.close()
+
+
+def relay_drain(url: str, kafka: str, backlog: int, batch_size: int) -> float:
+    with Schema(url) as schema:
+        store = open_store(url, schema=schema.name)
+        prefix = f"bench_{uuid.uuid4().hex[:8]}"
+        publisher = KafkaPublisher(kafka, topic_prefix=prefix, partitions=3)
+        try:
+            store.migrate()
+            for start in range(0, backlog, 1000):
+                store.append_events(
+                    [
+                        make_event(f"a{i}", start // 1000 + 1)
+                        for i in range(min(1000, backlog - start))
+                    ]
+                )
+            publisher.ensure_topics(["Player"])
+            relay = OutboxRelay(
+                store, publisher, RelaySettings(batch_size=batch_size), RelayMetrics()
+            )
+            started = time.perf_counter()
+            while relay.drain_once():
+                pass
+            return relay.published / (time.perf_counter() - started)
+        finally:
+            publisher.close()
+            store.close()
+
+
+class TimedPublisher(KafkaPublisher):
+    """The real publisher, noting when each event's acknowledgement came back."""
+
+    acked: dict[int, float]
+
+    def publish(self, events: Sequence[Event]) -> None:
+        super().publish(events)
+        now = time.perf_counter()
+        for event in events:
+            if event.position is not None:
+                self.acked[event.position] = now
+
+
+def latency(url: str, kafka: str, rate: int, seconds: float) -> list[float]:
+    with Schema(url) as schema:
+        store = open_store(url, schema=schema.name)
+        publisher = TimedPublisher(kafka, topic_prefix=f"bench_{uuid.uuid4().hex[:8]}")
+        publisher.acked = {}
+        committed: dict[int, float] = {}
+        try:
+            store.migrate()
+            publisher.ensure_topics(["Player"])
+            relay = OutboxRelay(store, publisher, RelaySettings(poll_interval=0.5), RelayMetrics())
+            stop = threading.Event()
+            relay_thread = threading.Thread(target=relay.run, args=(stop,))
+            relay_thread.start()
+            time.sleep(1.0)  # the relay holds its lease and listens
+            producer = EventProducer(store)
+            total = int(rate * seconds)
+            interval = 1.0 / rate
+            started = time.perf_counter()
+            for n in range(total):
+                due = started + n * interval
+                pause = due - time.perf_counter()
+                if pause > 0:
+                    time.sleep(pause)
+                position = producer.publish(make_event(f"p{n % 200}", n // 200 + 1))
+                committed[position] = time.perf_counter()
+            deadline = time.monotonic() + 30
+            while len(publisher.acked) < total and time.monotonic() < deadline:
+                time.sleep(0.05)
+            stop.set()
+            relay_thread.join()
+            producer.close()
+            return [publisher.acked[p] - committed[p] for p in committed if p in publisher.acked]
+        finally:
+            publisher.close()
+            store.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    settings = Settings()
+    parser.add_argument("--database-url", default=settings.database_url)
+    parser.add_argument("--kafka", default=settings.kafka_bootstrap_servers)
+    parser.add_argument("--events-per-writer", type=int, default=600)
+    parser.add_argument("--backlog", type=int, default=200_000)
+    parser.add_argument("--relay-batch", type=int, default=2000)
+    parser.add_argument("--rate", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    if not args.database_url or not args.kafka:
+        parser.error("give --database-url postgresql://... and --kafka host:port")
+    url, kafka = args.database_url, args.kafka
+
+    raw_rate = raw_single(url, 16, args.events_per_writer)
+    producer_rate = producer_16_threads(url, args.events_per_writer)
+    raw_rate_after = raw_single(url, 16, args.events_per_writer)
+    raw_median = statistics.median([raw_rate, raw_rate_after])
+    print(
+        f"(a) producer, 16 threads: {producer_rate:,.0f}/s; raw 16 writers {raw_rate:,.0f}/s "
+        f"and {raw_rate_after:,.0f}/s (before and after); ratio {producer_rate / raw_median:.2f}x"
+    )
+
+    batched = ours_batches(url, 300, 100)
+    drained = relay_drain(url, kafka, args.backlog, args.relay_batch)
+    print(
+        f"(b) relay drained {args.backlog:,} events at {drained:,.0f}/s; the store's batched "
+        f"append (100 per batch) ran at {batched:,.0f}/s; ratio {drained / batched:.2f}x"
+    )
+
+    samples = sorted(latency(url, kafka, args.rate, args.seconds))
+    expected = int(args.rate * args.seconds)
+    p50 = samples[len(samples) // 2] * 1000
+    p99 = samples[int(len(samples) * 0.99) - 1] * 1000
+    print(
+        f"(c) commit to broker ack at {args.rate}/s for {args.seconds:.0f}s: "
+        f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {samples[-1] * 1000:.1f} ms "
+        f"({len(samples)} of {expected} events measured)"
+    )
+
+
+if __name__ == "__main__":
+    main()

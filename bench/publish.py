@@ -15,7 +15,10 @@ in the same process.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -86,6 +89,48 @@ def relay_drain(url: str, kafka: str, backlog: int, batch_size: int) -> float:
             while relay.drain_once():
                 pass
             return relay.published / (time.perf_counter() - started)
+        finally:
+            publisher.close()
+            store.close()
+
+
+def relay_processes(url: str, kafka: str, backlog: int, processes: int, batch_size: int) -> float:
+    """`processes` relays (`eventstore relay --shard k --shards N`) draining one backlog;
+    timed from the first drop of the outbox depth, so process start-up is not counted."""
+    with Schema(url) as schema:
+        store = open_store(url, schema=schema.name)
+        prefix = f"bench_{uuid.uuid4().hex[:8]}"
+        publisher = KafkaPublisher(kafka, topic_prefix=prefix, partitions=3)
+        try:
+            store.migrate()
+            for start in range(0, backlog, 1000):
+                size = min(1000, backlog - start)
+                store.append_events([make_event(f"a{i}", start // 1000 + 1) for i in range(size)])
+            publisher.ensure_topics(["Player"])
+            env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTSTORE_")}
+            env |= {
+                "EVENTSTORE_DATABASE_URL": url,
+                "EVENTSTORE_DATABASE_SCHEMA": schema.name,
+                "EVENTSTORE_KAFKA_BOOTSTRAP_SERVERS": kafka,
+                "EVENTSTORE_TOPIC_PREFIX": prefix,
+            }
+            command = [sys.executable, "-m", "eventstore.cli", "relay", "--shards", str(processes)]
+            command += ["--batch-size", str(batch_size), "--poll-interval", "0.1"]
+            relays = [
+                subprocess.Popen([*command, "--shard", str(k)], env=env, stderr=subprocess.DEVNULL)
+                for k in range(processes)
+            ]
+            try:
+                while store.outbox_status().depth == backlog:
+                    time.sleep(0.02)
+                started, depth_at_start = time.perf_counter(), store.outbox_status().depth
+                while store.outbox_status().depth:
+                    time.sleep(0.05)
+                return depth_at_start / (time.perf_counter() - started)
+            finally:
+                for relay in relays:
+                    relay.send_signal(signal.SIGTERM)
+                    relay.wait(timeout=60)
         finally:
             publisher.close()
             store.close()
@@ -170,9 +215,16 @@ def main() -> None:
     batched = ours_batches(url, 300, 100)
     drained = relay_drain(url, kafka, args.backlog, args.relay_batch)
     print(
-        f"(b) relay drained {args.backlog:,} events at {drained:,.0f}/s; the store's batched "
-        f"append (100 per batch) ran at {batched:,.0f}/s; ratio {drained / batched:.2f}x"
+        f"(b) one relay (in this process) drained {args.backlog:,} events at {drained:,.0f}/s; "
+        f"the store's batched append (100 per batch) ran at {batched:,.0f}/s; "
+        f"ratio {drained / batched:.2f}x"
     )
+    for processes in (1, 2):
+        rate = relay_processes(url, kafka, args.backlog, processes, args.relay_batch)
+        print(
+            f"    {processes} relay process(es), sharded: {rate:,.0f}/s; "
+            f"ratio {rate / batched:.2f}x"
+        )
 
     samples = sorted(latency(url, kafka, args.rate, args.seconds))
     expected = int(args.rate * args.seconds)

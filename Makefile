@@ -9,7 +9,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint check services services-stop bench clean
+.PHONY: demo test lint check services services-stop bench bench-publish clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +37,12 @@ lint: $(BIN)/.installed
 check: lint test
 
 bench: $(BIN)/.installed services
-	eval "$$(scripts/services.sh env)" && $(BIN)/python bench/append.py
+	eval "$$(scripts/services.sh env)" && $(BIN)/python bench/append.py \
+		--database-url "$$EVENTSTORE_TEST_DATABASE_URL"
+
+bench-publish: $(BIN)/.installed services
+	eval "$$(scripts/services.sh env)" && $(BIN)/python bench/publish.py \
+		--database-url "$$EVENTSTORE_TEST_DATABASE_URL" --kafka "$$EVENTSTORE_TEST_KAFKA_BOOTSTRAP"
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -225,7 +225,7 @@ def test_a_relay_killed_mid_stream_loses_nothing(
             assert time.monotonic() < deadline and first.poll() is None, first.stdout
             time.sleep(0.05)
         first.send_signal(signal.SIGKILL)
-        first.wait(timeout=10)
+        first.communicate(timeout=10)
         assert writer.published < 30 * 60, "the writers must still be writing at the kill"
         time.sleep(1.0)  # appends go on with no relay at all
         second = relay_process(postgres_url, pg_schema, kafka_bootstrap, prefix)

@@ -186,3 +186,18 @@ def test_update_gives_up_after_its_attempts(store: EventStore) -> None:
 
     with EventProducer(store) as producer, pytest.raises(ConcurrencyError):
         producer.update("Player", "p", always_late, attempts=2)
+
+
+def test_an_oversize_payload_is_refused_before_it_reaches_the_producer(store: EventStore) -> None:
+    from eventstore.events import MAX_PAYLOAD_BYTES
+
+    with pytest.raises(EventValidationError) as caught:
+        Event.new(
+            aggregate_type="Player",
+            aggregate_id="p",
+            event_type="PlayerMoved",
+            version=1,
+            payload={"blob": "x" * MAX_PAYLOAD_BYTES},
+        )
+    assert caught.value.field == "payload" and "over the limit" in caught.value.rule
+    assert all_events(store) == [] and store.outbox_batch(10) == []

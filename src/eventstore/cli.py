@@ -413,6 +413,10 @@ def relay(
     ] = 0.5,
     partitions: PartitionsOption = None,
     replication_factor: ReplicationOption = None,
+    aggregate_type: Annotated[
+        list[str] | None,
+        typer.Option(help="create this aggregate type's topic at start (repeatable)"),
+    ] = None,
     metrics_port: Annotated[
         int | None, typer.Option(help="serve Prometheus metrics on this port")
     ] = None,
@@ -445,7 +449,11 @@ def relay(
             store,
             publisher,
             RelaySettings(
-                shard=shard, shards=shards, batch_size=batch_size, poll_interval=poll_interval
+                shard=shard,
+                shards=shards,
+                batch_size=batch_size,
+                poll_interval=poll_interval,
+                aggregate_types=tuple(aggregate_type or ()),
             ),
             metrics,
         )

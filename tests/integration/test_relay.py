@@ -292,3 +292,47 @@ def test_two_relays_one_active_and_the_standby_takes_over(
     stored = all_events(store)
     received = read_topics(kafka_bootstrap, [player_topic(prefix)], expect=len(stored))
     assert check_delivery(stored, received) == 0
+
+
+def test_the_relay_creates_its_topics_at_start_and_serves_metrics(
+    store: EventStore, kafka_bootstrap: str, prefix: str, postgres_url: str, pg_schema: str
+) -> None:
+    from urllib.request import urlopen
+
+    from kafka import KafkaAdminClient
+
+    port = 20000 + int(prefix[-4:], 16) % 20000
+    relay = relay_process(
+        postgres_url,
+        pg_schema,
+        kafka_bootstrap,
+        prefix,
+        "--aggregate-type",
+        "Player",
+        "--aggregate-type",
+        "NPCSpawner",
+        "--metrics-port",
+        str(port),
+    )
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        wanted = {f"{prefix}.events.player", f"{prefix}.events.npc_spawner"}
+        deadline = time.monotonic() + 30
+        while not wanted <= set(admin.list_topics()):
+            assert time.monotonic() < deadline and relay.poll() is None, "topics not created"
+            time.sleep(0.2)
+        assert len(admin.describe_topics([f"{prefix}.events.player"])[0]["partitions"]) == 3
+        admin.close()
+        store.append_event(event("p", 1))
+        wait_until_drained(store)
+        metrics = urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        assert "eventstore_relay_active 1.0" in metrics
+        assert "eventstore_relay_published_events_total 1.0" in metrics
+        assert (
+            "eventstore_outbox_depth" in metrics
+            and "eventstore_outbox_oldest_age_seconds" in metrics
+        )
+    finally:
+        relay.send_signal(signal.SIGTERM)
+        output, _ = relay.communicate(timeout=30)
+    assert relay.returncode == 0, output

@@ -59,6 +59,9 @@ class RelaySettings:
     """Longest pause between retries after the broker or database failed."""
     status_interval: float = 1.0
     """Seconds between updates of the outbox depth and age metrics."""
+    aggregate_types: tuple[str, ...] = ()
+    """Topics to create as soon as the relay is active (others are created before their
+    first event is sent)."""
 
 
 class OutboxRelay:
@@ -93,6 +96,8 @@ class OutboxRelay:
                 log.info("relay for shard %d/%d is active", s.shard, s.shards)
                 self.metrics.active.set(1)
                 try:
+                    if s.aggregate_types:
+                        self._create_topics(stop)
                     self._drain(lease, stop)
                 finally:
                     self.metrics.active.set(0)
@@ -100,6 +105,17 @@ class OutboxRelay:
                     log.info("relay for shard %d/%d released its lease", s.shard, s.shards)
         finally:
             lease.release()
+
+    def _create_topics(self, stop: threading.Event) -> None:
+        backoff = 0.1
+        while not stop.is_set():
+            try:
+                self.publisher.ensure_topics(self.settings.aggregate_types)
+                return
+            except EventStoreError as error:
+                log.warning("creating topics failed, retrying in %.1fs: %s", backoff, error)
+                stop.wait(backoff)
+                backoff = min(self.settings.max_backoff, backoff * 2)
 
     def _drain(self, lease: OutboxLease, stop: threading.Event) -> None:
         backoff = 0.0

@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from append import Schema, make_event, ours_batches, raw_single
-from eventstore import Event, open_store
+from eventstore import Event, EventStore, open_store
 from eventstore.config import Settings
 from eventstore.producer import (
     EventProducer,
@@ -67,20 +67,21 @@ def producer_16_threads(url: str, per_writer: int) -> float:
             store.close()
 
 
+def fill_backlog(store: EventStore, backlog: int) -> None:
+    """Migrate, then store `backlog` events (in batches of 1,000) for a relay to drain."""
+    store.migrate()
+    for start in range(0, backlog, 1000):
+        size = min(1000, backlog - start)
+        store.append_events([make_event(f"a{i}", start // 1000 + 1) for i in range(size)])
+
+
 def relay_drain(url: str, kafka: str, backlog: int, batch_size: int) -> float:
     with Schema(url) as schema:
         store = open_store(url, schema=schema.name)
         prefix = f"bench_{uuid.uuid4().hex[:8]}"
         publisher = KafkaPublisher(kafka, topic_prefix=prefix, partitions=3)
         try:
-            store.migrate()
-            for start in range(0, backlog, 1000):
-                store.append_events(
-                    [
-                        make_event(f"a{i}", start // 1000 + 1)
-                        for i in range(min(1000, backlog - start))
-                    ]
-                )
+            fill_backlog(store, backlog)
             publisher.ensure_topics(["Player"])
             relay = OutboxRelay(
                 store, publisher, RelaySettings(batch_size=batch_size), RelayMetrics()
@@ -102,10 +103,7 @@ def relay_processes(url: str, kafka: str, backlog: int, processes: int, batch_si
         prefix = f"bench_{uuid.uuid4().hex[:8]}"
         publisher = KafkaPublisher(kafka, topic_prefix=prefix, partitions=3)
         try:
-            store.migrate()
-            for start in range(0, backlog, 1000):
-                size = min(1000, backlog - start)
-                store.append_events([make_event(f"a{i}", start // 1000 + 1) for i in range(size)])
+            fill_backlog(store, backlog)
             publisher.ensure_topics(["Player"])
             env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTSTORE_")}
             env |= {

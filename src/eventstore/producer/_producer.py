@@ -14,9 +14,9 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, NamedTuple, Self
+from typing import Any, NamedTuple
 
+from eventstore._closing import Closing
 from eventstore.errors import (
     ConcurrencyError,
     DuplicateEventError,
@@ -45,7 +45,7 @@ class _Request:
     future: Future[list[int]] = field(default_factory=Future)
 
 
-class EventProducer:
+class EventProducer(Closing):
     """Publishes events: validates them, then stores them through the store's atomic append.
 
     Group commit: concurrent callers of `publish` / `publish_many` (from any number of threads)
@@ -291,17 +291,6 @@ class EventProducer:
             thread.join()
         self._appended.set()
         self._notifier.join()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _fits(events: list[Event], last: dict[str, Event], ids: set[str], blocked: set[str]) -> bool:

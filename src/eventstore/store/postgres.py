@@ -16,14 +16,14 @@ import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import psycopg
 import psycopg_pool
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from eventstore._closing import Closing
 from eventstore.errors import (
     ConcurrencyError,
     ConfigurationError,
@@ -201,7 +201,7 @@ def _row_to_event(row: tuple[Any, ...]) -> Event:
     )
 
 
-class PostgresEventStore:
+class PostgresEventStore(Closing):
     """The event store on PostgreSQL (13 or newer), in its own schema of the database.
 
     Thread-safe: operations borrow connections from a pool. Create with `open_store(url)` or
@@ -451,17 +451,6 @@ class PostgresEventStore:
 
     def close(self) -> None:
         self._pool.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _channel(schema: str) -> str:

@@ -17,9 +17,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
+from eventstore._closing import Closing
 from eventstore.errors import (
     EventStoreError,
     MigrationError,
@@ -123,7 +123,7 @@ def _translate(error: sqlite3.Error, where: str) -> EventStoreError:
     return EventStoreError(f"SQLite error in {where}: {text}")
 
 
-class SqliteEventStore:
+class SqliteEventStore(Closing):
     """The event store in one SQLite file (or `":memory:"`), same contract as PostgreSQL.
 
     Thread-safe: one connection guarded by a lock. Several processes may share the file;
@@ -349,17 +349,6 @@ class SqliteEventStore:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _split_statements(script: str) -> list[str]:

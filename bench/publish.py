@@ -23,12 +23,13 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from append import Schema, make_event, ours_batches, raw_single
+from append import Schema, in_threads, make_event, ours_batches, raw_single
 from eventstore import Event, EventStore, open_store
 from eventstore.config import Settings
 from eventstore.producer import (
@@ -45,93 +46,77 @@ def producer_16_threads(url: str, per_writer: int) -> float:
         store = open_store(url, schema=schema.name)
         try:
             store.migrate()
-            producer = EventProducer(store)
-            barrier = threading.Barrier(17)
+            with EventProducer(store) as producer:
 
-            def work(worker: int) -> None:
-                barrier.wait()
-                for version in range(1, per_writer + 1):
-                    producer.publish(make_event(f"w{worker}", version))
+                def work(worker: int) -> int:
+                    for version in range(1, per_writer + 1):
+                        producer.publish(make_event(f"w{worker}", version))
+                    return per_writer
 
-            threads = [threading.Thread(target=work, args=(w,)) for w in range(16)]
-            for t in threads:
-                t.start()
-            barrier.wait()
-            started = time.perf_counter()
-            for t in threads:
-                t.join()
-            rate = 16 * per_writer / (time.perf_counter() - started)
-            producer.close()
-            return rate
+                return in_threads(16, work)
         finally:
             store.close()
 
 
-def fill_backlog(store: EventStore, backlog: int) -> None:
-    """Migrate, then store `backlog` events (in batches of 1,000) for a relay to drain."""
-    store.migrate()
-    for start in range(0, backlog, 1000):
-        size = min(1000, backlog - start)
-        store.append_events([make_event(f"a{i}", start // 1000 + 1) for i in range(size)])
-
-
-def relay_drain(url: str, kafka: str, backlog: int, batch_size: int) -> float:
+@contextmanager
+def backlog(url: str, kafka: str, events: int) -> Iterator[tuple[EventStore, KafkaPublisher, str]]:
+    """A throw-away schema holding `events` stored, unpublished events, and a publisher with
+    a fresh topic prefix (its Player topic created); yields (store, publisher, schema)."""
     with Schema(url) as schema:
         store = open_store(url, schema=schema.name)
-        prefix = f"bench_{uuid.uuid4().hex[:8]}"
-        publisher = KafkaPublisher(kafka, topic_prefix=prefix, partitions=3)
+        publisher = KafkaPublisher(
+            kafka, topic_prefix=f"bench_{uuid.uuid4().hex[:8]}", partitions=3
+        )
         try:
-            fill_backlog(store, backlog)
+            store.migrate()
+            for start in range(0, events, 1000):
+                size = min(1000, events - start)
+                store.append_events([make_event(f"a{i}", start // 1000 + 1) for i in range(size)])
             publisher.ensure_topics(["Player"])
-            relay = OutboxRelay(
-                store, publisher, RelaySettings(batch_size=batch_size), RelayMetrics()
-            )
-            started = time.perf_counter()
-            while relay.drain_once():
-                pass
-            return relay.published / (time.perf_counter() - started)
+            yield store, publisher, schema.name
         finally:
             publisher.close()
             store.close()
 
 
-def relay_processes(url: str, kafka: str, backlog: int, processes: int, batch_size: int) -> float:
+def relay_drain(url: str, kafka: str, events: int, batch_size: int) -> float:
+    """One OutboxRelay in this process draining the backlog."""
+    with backlog(url, kafka, events) as (store, publisher, _):
+        relay = OutboxRelay(store, publisher, RelaySettings(batch_size=batch_size), RelayMetrics())
+        started = time.perf_counter()
+        while relay.drain_once():
+            pass
+        return relay.published / (time.perf_counter() - started)
+
+
+def relay_processes(url: str, kafka: str, events: int, processes: int, batch_size: int) -> float:
     """`processes` relays (`eventstore relay --shard k --shards N`) draining one backlog;
     timed from the first drop of the outbox depth, so process start-up is not counted."""
-    with Schema(url) as schema:
-        store = open_store(url, schema=schema.name)
-        prefix = f"bench_{uuid.uuid4().hex[:8]}"
-        publisher = KafkaPublisher(kafka, topic_prefix=prefix, partitions=3)
+    with backlog(url, kafka, events) as (store, publisher, schema):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTSTORE_")}
+        env |= {
+            "EVENTSTORE_DATABASE_URL": url,
+            "EVENTSTORE_DATABASE_SCHEMA": schema,
+            "EVENTSTORE_KAFKA_BOOTSTRAP_SERVERS": kafka,
+            "EVENTSTORE_TOPIC_PREFIX": publisher.topic_prefix,
+        }
+        command = [sys.executable, "-m", "eventstore.cli", "relay", "--shards", str(processes)]
+        command += ["--batch-size", str(batch_size), "--poll-interval", "0.1"]
+        relays = [
+            subprocess.Popen([*command, "--shard", str(k)], env=env, stderr=subprocess.DEVNULL)
+            for k in range(processes)
+        ]
         try:
-            fill_backlog(store, backlog)
-            publisher.ensure_topics(["Player"])
-            env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTSTORE_")}
-            env |= {
-                "EVENTSTORE_DATABASE_URL": url,
-                "EVENTSTORE_DATABASE_SCHEMA": schema.name,
-                "EVENTSTORE_KAFKA_BOOTSTRAP_SERVERS": kafka,
-                "EVENTSTORE_TOPIC_PREFIX": prefix,
-            }
-            command = [sys.executable, "-m", "eventstore.cli", "relay", "--shards", str(processes)]
-            command += ["--batch-size", str(batch_size), "--poll-interval", "0.1"]
-            relays = [
-                subprocess.Popen([*command, "--shard", str(k)], env=env, stderr=subprocess.DEVNULL)
-                for k in range(processes)
-            ]
-            try:
-                while store.outbox_status().depth == backlog:
-                    time.sleep(0.02)
-                started, depth_at_start = time.perf_counter(), store.outbox_status().depth
-                while store.outbox_status().depth:
-                    time.sleep(0.05)
-                return depth_at_start / (time.perf_counter() - started)
-            finally:
-                for relay in relays:
-                    relay.send_signal(signal.SIGTERM)
-                    relay.wait(timeout=60)
+            while store.outbox_status().depth == events:
+                time.sleep(0.02)
+            started, depth_at_start = time.perf_counter(), store.outbox_status().depth
+            while store.outbox_status().depth:
+                time.sleep(0.05)
+            return depth_at_start / (time.perf_counter() - started)
         finally:
-            publisher.close()
-            store.close()
+            for relay in relays:
+                relay.send_signal(signal.SIGTERM)
+                relay.wait(timeout=60)
 
 
 class TimedPublisher(KafkaPublisher):

@@ -123,11 +123,28 @@ class KafkaPublisher:
 
     def _discard(self) -> None:
         if self._producer is not None:
-            with contextlib.suppress(KafkaError):
-                self._producer.close(timeout=0)
+            _close(self._producer, 0)
         self._producer = None
 
     def close(self) -> None:
         if self._producer is not None:
-            self._producer.close(timeout=self.timeout)
+            _close(self._producer, self.timeout)
         self._producer = None
+
+
+def _close(producer: KafkaProducer, timeout: float) -> None:
+    """Close a producer, abandoning what it could not deliver within `timeout` (the relay
+    re-sends those events from the outbox with a fresh producer).
+
+    kafka-python's close() flushes first and gives up, leaving the producer open and its
+    sender retrying in the background, when records are still pending (a broker that is
+    down). It has no public abort, so its sender is force-closed directly here.
+    """
+    try:
+        producer.close(timeout=timeout)
+    except KafkaError:
+        sender = getattr(producer, "_sender", None)
+        if sender is not None:
+            sender.force_close()
+        with contextlib.suppress(KafkaError):
+            producer.close(timeout=0)

@@ -27,6 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from eventstore.config import Settings
+from eventstore.consumers import StoreTail
 from eventstore.errors import ConfigurationError, EventStoreError, EventValidationError
 from eventstore.events import Event
 from eventstore.producer import EventProducer
@@ -196,6 +197,7 @@ def _print_events(events: Iterator[Event] | list[Event], as_json: bool) -> int:
                 payload = payload[: room - 3] + "..."
             line = head + payload
         sys.stdout.write(line + "\n")
+        sys.stdout.flush()
         count += 1
     return count
 
@@ -250,16 +252,11 @@ def tail(
     """Print the global log in position order, from a position on (like `tail -f`)."""
     context: Context = ctx.obj
     with context.open() as store:
+        log_tail = StoreTail(store, after=after, batch_size=1000, poll_interval=poll)
         try:
-            while True:
-                page = store.read_all(after, 1000)
-                if page:
-                    _print_events(page, as_json)
-                    after = page[-1].position or after
-                elif not follow:
-                    return
-                else:
-                    time.sleep(poll)
+            _print_events(
+                log_tail.follow(threading.Event()) if follow else log_tail.drain(), as_json
+            )
         except KeyboardInterrupt:
             return
 

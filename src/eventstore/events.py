@@ -34,8 +34,8 @@ _TYPE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _FORBIDDEN_ID_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def encode_json(value: Mapping[str, Any]) -> str:
-    """Compact JSON text of a payload or metadata object, as stored and published."""
+def encode_json(value: Any) -> str:
+    """Compact JSON text, as stored and published (no NaN or infinities)."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
@@ -57,24 +57,19 @@ def _check_json(value: Any) -> None:
             items = enumerate(node)
         else:
             continue
+        in_object = isinstance(node, dict)
         for key, item in items:
-            if isinstance(node, dict) and not isinstance(key, str):
+            if in_object and not isinstance(key, str):
                 raise ValueError(f"has a non-string key {key!r} at {_path(keys)}")
-            kind = type(item)
-            if kind is str or kind is int or kind is bool or item is None:
-                continue
-            if kind is float:
-                if not math.isfinite(item):
-                    raise ValueError(f"holds a non-finite number ({item}) at {_path((*keys, key))}")
-                continue
             if isinstance(item, dict | list | tuple):
                 stack.append((item, (*keys, key)))
-            elif not isinstance(item, str | int | float):
+            elif isinstance(item, float):
+                if not math.isfinite(item):
+                    raise ValueError(f"holds a non-finite number ({item}) at {_path((*keys, key))}")
+            elif not (item is None or isinstance(item, str | int)):  # bool is an int
                 raise ValueError(
                     f"holds a {type(item).__name__}, which is not JSON, at {_path((*keys, key))}"
                 )
-            elif isinstance(item, float) and not math.isfinite(item):
-                raise ValueError(f"holds a non-finite number ({item}) at {_path((*keys, key))}")
 
 
 def _check_json_object(value: Any, limit: int) -> dict[str, Any]:

@@ -247,7 +247,7 @@ def test_reads_return_events_upcast_to_the_current_schema(store_factory: StoreFa
 # -- schema -------------------------------------------------------------------------------
 
 
-def test_migrate_is_idempotent_and_needed(store_factory: StoreFactory, store: EventStore) -> None:
+def test_migrate_is_idempotent(store_factory: StoreFactory, store: EventStore) -> None:
     assert store.migrate() == []
     assert store_factory().migrate() == []
 

@@ -54,3 +54,17 @@ def test_a_password_never_appears_in_errors() -> None:
 def test_sqlite_has_no_schemas() -> None:
     with pytest.raises(ConfigurationError, match="no schemas"):
         open_store("sqlite:///:memory:", schema="x")
+
+
+def test_a_schema_newer_than_the_code_is_refused(tmp_path: Path) -> None:
+    import sqlite3
+
+    from eventstore import MigrationError
+
+    path = tmp_path / "events.db"
+    with open_store(f"sqlite:///{path}") as store:
+        store.migrate()
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO migrations VALUES (99, '0099_future.sql', 'later')")
+    with open_store(f"sqlite:///{path}") as store, pytest.raises(MigrationError, match="upgrade"):
+        store.migrate()

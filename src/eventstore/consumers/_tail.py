@@ -32,6 +32,11 @@ class StoreTail:
             self.position = page[-1].position or self.position
         return page
 
+    def drain(self) -> Iterator[Event]:
+        """Every event from here to the end of the log as it is now."""
+        while page := self.poll():
+            yield from page
+
     def follow(self, stop: threading.Event) -> Iterator[Event]:
         """Every event from here on, waiting for new ones, until `stop` is set."""
         while not stop.is_set():

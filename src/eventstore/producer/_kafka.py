@@ -55,7 +55,7 @@ class KafkaPublisher:
             "request_timeout_ms": int(min(timeout, 30) * 1000),
         }
         self._producer: KafkaProducer | None = None
-        self._known_topics: set[str] = set()
+        self._topics: dict[str, str] = {}  # aggregate type -> its topic, known to exist
 
     def _get_producer(self) -> KafkaProducer:
         if self._producer is None:
@@ -75,9 +75,11 @@ class KafkaPublisher:
     def ensure_topics(self, aggregate_types: Iterable[str]) -> list[str]:
         """Create the topics of these aggregate types that do not exist yet (with the
         configured partitions and replication); return the names created."""
-        wanted = {events_topic(self.topic_prefix, t) for t in aggregate_types} - self._known_topics
-        if not wanted:
+        new_types = {t for t in aggregate_types if t not in self._topics}
+        if not new_types:
             return []
+        names = {t: events_topic(self.topic_prefix, t) for t in new_types}
+        wanted = set(names.values())
         try:
             admin = KafkaAdminClient(**self._common)
         except KafkaError as error:
@@ -93,7 +95,7 @@ class KafkaPublisher:
             raise PublishError(f"creating topics {sorted(wanted)} failed: {error}") from error
         finally:
             admin.close()
-        self._known_topics |= wanted
+        self._topics.update(names)
         return missing
 
     def publish(self, events: Sequence[Event]) -> None:
@@ -108,7 +110,7 @@ class KafkaPublisher:
                 message = to_message(event)
                 futures.append(
                     producer.send(
-                        events_topic(self.topic_prefix, event.aggregate_type),
+                        self._topics[event.aggregate_type],
                         key=message.key,
                         value=message.value,
                         headers=message.headers,

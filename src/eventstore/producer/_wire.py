@@ -6,7 +6,7 @@ import json
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from eventstore.events import Event
+from eventstore.events import Event, encode_json
 
 CONTENT_TYPE = b"application/json"
 
@@ -43,7 +43,7 @@ def to_document(event: Event) -> dict[str, Any]:
 
 def to_message(event: Event) -> Message:
     """The record of a stored event (its position included)."""
-    value = json.dumps(to_document(event), separators=(",", ":"), ensure_ascii=False)
+    value = encode_json(to_document(event))
     return Message(
         key=event.aggregate_id.encode(),
         value=value.encode(),

@@ -16,6 +16,7 @@ from eventstore.errors import (
     EventStoreError,
     EventValidationError,
     InvalidQueryError,
+    MigrationError,
 )
 from eventstore.events import Event
 from eventstore.store._protocol import MAX_READ_LIMIT
@@ -53,6 +54,19 @@ def load_migrations(backend: str) -> list[Migration]:
     if versions != list(range(1, len(found) + 1)):
         raise RuntimeError(f"{backend} migrations are not numbered 1..n: {versions}")
     return found
+
+
+def pending_migrations(backend: str, applied: set[int], where: str) -> list[Migration]:
+    """The backend's migrations not applied yet, in order; `MigrationError` when the schema
+    is newer than this code knows (a downgrade)."""
+    migrations = load_migrations(backend)
+    newest = migrations[-1].version
+    if applied and max(applied) > newest:
+        raise MigrationError(
+            f"{where} is at migration {max(applied)}, newer than this code knows ({newest}); "
+            "upgrade the eventstore package"
+        )
+    return [m for m in migrations if m.version not in applied]
 
 
 def check_batch(events: Sequence[Event]) -> None:

@@ -9,7 +9,6 @@ place that knows about SQLSTATEs.
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 import time
 import zlib
@@ -31,7 +30,7 @@ from eventstore.errors import (
     MigrationError,
     StoreUnavailableError,
 )
-from eventstore.events import Event
+from eventstore.events import Event, encode_json
 from eventstore.store._common import (
     check_batch,
     check_limit,
@@ -42,9 +41,9 @@ from eventstore.store._common import (
     check_version,
     explain_conflict,
     first_of_each,
-    load_migrations,
     outbox_bucket,
     paged,
+    pending_migrations,
     resolve_retry,
 )
 from eventstore.store._protocol import OutboxStatus
@@ -61,10 +60,21 @@ _IMMUTABLE = "ES405"
 _COUNTER_BEHIND = "ES412"
 _UNIQUE_KEYS = ("events_id_key", "events_aggregate_id_version_key")
 
-_COLUMNS = sql.SQL(
-    'position, id, event_type, aggregate_id, aggregate_type, version, "timestamp", payload, '
-    "metadata, schema_version, recorded_at"
+# The columns of a whole event row, in the order _row_to_event reads them.
+_NAMES = (
+    "position",
+    "id",
+    "event_type",
+    "aggregate_id",
+    "aggregate_type",
+    "version",
+    "timestamp",
+    "payload",
+    "metadata",
+    "schema_version",
+    "recorded_at",
 )
+_COLUMNS = sql.SQL(", ").join(map(sql.Identifier, _NAMES))
 _APPEND = sql.SQL("SELECT append_events(%s::json, %s::json)")
 _LATEST = sql.SQL(
     "SELECT DISTINCT ON (aggregate_id) aggregate_id, version, aggregate_type FROM events "
@@ -93,22 +103,7 @@ _READ_ALL = sql.SQL(
     "AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) "
     "ORDER BY position LIMIT %(limit)s"
 ).format(cols=_COLUMNS)
-_OUTBOX_COLUMNS = sql.SQL(", ").join(
-    sql.Identifier("e", name)
-    for name in (
-        "position",
-        "id",
-        "event_type",
-        "aggregate_id",
-        "aggregate_type",
-        "version",
-        "timestamp",
-        "payload",
-        "metadata",
-        "schema_version",
-        "recorded_at",
-    )
-)
+_OUTBOX_COLUMNS = sql.SQL(", ").join(sql.Identifier("e", name) for name in _NAMES)
 _OUTBOX_BATCH = sql.SQL(
     "SELECT {cols} FROM outbox o JOIN events e ON e.position = o.position "
     "WHERE o.bucket %% %(shards)s = %(shard)s ORDER BY o.position LIMIT %(limit)s"
@@ -116,23 +111,18 @@ _OUTBOX_BATCH = sql.SQL(
 _BY_IDS = sql.SQL("SELECT {cols} FROM events WHERE id = ANY(%s::text[])").format(cols=_COLUMNS)
 
 
-def describe_url(url: str) -> str:
-    """`host:port/dbname` of a connection URL, without credentials, for messages."""
-    try:
-        parts = conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
-        return "<unparsable URL>"
-    return f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}/{parts.get('dbname', '')}"
-
-
-def _check_url(url: str) -> None:
+def _describe_url(url: str) -> str:
+    """`host:port/dbname` of a connection URL, without credentials, for messages; raises
+    ConfigurationError for a URL libpq cannot parse or a port that is not a number."""
     try:
         parts = conninfo_to_dict(url)
     except psycopg.ProgrammingError as error:
         raise ConfigurationError(f"invalid PostgreSQL URL: {error}") from None
-    for port in str(parts.get("port") or "5432").split(","):
-        if not port.isdigit():
-            raise ConfigurationError(f"invalid PostgreSQL URL: port {port!r} is not a number")
+    port = str(parts.get("port") or "5432")
+    for each in port.split(","):
+        if not each.isdigit():
+            raise ConfigurationError(f"invalid PostgreSQL URL: port {each!r} is not a number")
+    return f"{parts.get('host', 'localhost')}:{port}/{parts.get('dbname', '')}"
 
 
 def _translate(error: psycopg.Error, where: str) -> EventStoreError:
@@ -222,10 +212,9 @@ class PostgresEventStore(Closing):
             raise ConfigurationError(
                 f"schema {schema!r} is not a valid name: use lower-case letters, digits and '_'"
             )
-        _check_url(url)
+        self._where = _describe_url(url)
         self._url = url
         self.schema = schema
-        self._where = describe_url(url)
         self._upcasters = upcasters or Upcasters()
         self._check_server(url, connect_timeout)
         self._pool = psycopg_pool.ConnectionPool(
@@ -275,7 +264,6 @@ class PostgresEventStore(Closing):
     # -- schema -----------------------------------------------------------------------------
 
     def migrate(self) -> list[str]:
-        migrations = load_migrations("postgres")
         applied_now: list[str] = []
         with self._connection() as conn, conn.transaction():
             # One migrator at a time per database: a second one waits, then finds it done.
@@ -288,15 +276,8 @@ class PostgresEventStore(Closing):
                 "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
             )
             applied = {row[0] for row in conn.execute("SELECT version FROM migrations")}
-            newest = max(m.version for m in migrations)
-            if applied and max(applied) > newest:
-                raise MigrationError(
-                    f"schema {self.schema!r} is at migration {max(applied)}, newer than this "
-                    f"code knows ({newest}); upgrade the eventstore package"
-                )
-            for migration in migrations:
-                if migration.version in applied:
-                    continue
+            where = f"schema {self.schema!r} of {self._where}"
+            for migration in pending_migrations("postgres", applied, where):
                 conn.execute(migration.sql.encode())
                 conn.execute(
                     "INSERT INTO migrations (version, name) VALUES (%s, %s)",
@@ -315,10 +296,8 @@ class PostgresEventStore(Closing):
         if not events:
             return []
         check_batch(events)
-        document = json.dumps(
-            [_wire(e) for e in events], separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        )
-        follows = json.dumps(_follows(events), separators=(",", ":"), ensure_ascii=False)
+        document = encode_json([_wire(e) for e in events])
+        follows = encode_json(_follows(events))
         for _ in range(_APPEND_ATTEMPTS):
             with self._connection() as conn:
                 try:

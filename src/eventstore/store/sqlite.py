@@ -36,18 +36,29 @@ from eventstore.store._common import (
     check_version,
     explain_conflict,
     first_of_each,
-    load_migrations,
     outbox_bucket,
     paged,
+    pending_migrations,
     resolve_retry,
 )
 from eventstore.store._protocol import OutboxStatus
 from eventstore.versioning import Upcasters
 
-_COLUMNS = (
-    "position, id, event_type, aggregate_id, aggregate_type, version, timestamp, payload, "
-    "metadata, schema_version, recorded_at"
+# The columns of a whole event row, in the order _row_to_event reads them.
+_NAMES = (
+    "position",
+    "id",
+    "event_type",
+    "aggregate_id",
+    "aggregate_type",
+    "version",
+    "timestamp",
+    "payload",
+    "metadata",
+    "schema_version",
+    "recorded_at",
 )
+_COLUMNS = ", ".join(_NAMES)
 
 
 def _select(condition: str) -> str:
@@ -69,8 +80,7 @@ _ALL_BY_TIME = _select(
 _READ_ALL = _select("WHERE position > :after ORDER BY position LIMIT :limit")
 _BY_IDS = _select("WHERE id IN (SELECT value FROM json_each(?))")
 _OUTBOX_BATCH = (
-    "SELECT e.position, e.id, e.event_type, e.aggregate_id, e.aggregate_type, e.version, "
-    "e.timestamp, e.payload, e.metadata, e.schema_version, e.recorded_at "
+    "SELECT " + ", ".join(f"e.{name}" for name in _NAMES) + " "
     "FROM outbox o JOIN events e ON e.position = o.position "
     "WHERE o.bucket % :shards = :shard ORDER BY o.position LIMIT :limit"
 )
@@ -186,16 +196,7 @@ class SqliteEventStore(Closing):
                 "name TEXT NOT NULL, applied_at TEXT NOT NULL)"
             )
             applied = {row[0] for row in conn.execute("SELECT version FROM migrations")}
-            migrations = load_migrations("sqlite")
-            newest = max(m.version for m in migrations)
-            if applied and max(applied) > newest:
-                raise MigrationError(
-                    f"{self.path} is at migration {max(applied)}, newer than this code knows "
-                    f"({newest}); upgrade the eventstore package"
-                )
-            for migration in migrations:
-                if migration.version in applied:
-                    continue
+            for migration in pending_migrations("sqlite", applied, self.path):
                 # executescript() would commit our transaction: run statement by statement.
                 for statement in _split_statements(migration.sql):
                     conn.execute(statement)

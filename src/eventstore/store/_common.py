@@ -26,6 +26,21 @@ MAX_BATCH_SIZE = 10_000
 PAGE_SIZE = 500
 """Rows fetched per round trip by the streaming reads."""
 
+EVENT_COLUMNS = (
+    "position",
+    "id",
+    "event_type",
+    "aggregate_id",
+    "aggregate_type",
+    "version",
+    "timestamp",
+    "payload",
+    "metadata",
+    "schema_version",
+    "recorded_at",
+)
+"""The columns of a whole event row, in the order the backends' row readers take them."""
+
 OUTBOX_BUCKETS = 256
 """Outbox rows carry crc32(aggregate_id) mod this; a relay shard owns bucket mod shards."""
 

@@ -32,6 +32,7 @@ from eventstore.errors import (
 )
 from eventstore.events import Event, encode_json
 from eventstore.store._common import (
+    EVENT_COLUMNS,
     check_batch,
     check_limit,
     check_position,
@@ -60,21 +61,7 @@ _IMMUTABLE = "ES405"
 _COUNTER_BEHIND = "ES412"
 _UNIQUE_KEYS = ("events_id_key", "events_aggregate_id_version_key")
 
-# The columns of a whole event row, in the order _row_to_event reads them.
-_NAMES = (
-    "position",
-    "id",
-    "event_type",
-    "aggregate_id",
-    "aggregate_type",
-    "version",
-    "timestamp",
-    "payload",
-    "metadata",
-    "schema_version",
-    "recorded_at",
-)
-_COLUMNS = sql.SQL(", ").join(map(sql.Identifier, _NAMES))
+_COLUMNS = sql.SQL(", ").join(map(sql.Identifier, EVENT_COLUMNS))
 _APPEND = sql.SQL("SELECT append_events(%s::json, %s::json)")
 _LATEST = sql.SQL(
     "SELECT DISTINCT ON (aggregate_id) aggregate_id, version, aggregate_type FROM events "
@@ -103,7 +90,7 @@ _READ_ALL = sql.SQL(
     "AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) "
     "ORDER BY position LIMIT %(limit)s"
 ).format(cols=_COLUMNS)
-_OUTBOX_COLUMNS = sql.SQL(", ").join(sql.Identifier("e", name) for name in _NAMES)
+_OUTBOX_COLUMNS = sql.SQL(", ").join(sql.Identifier("e", name) for name in EVENT_COLUMNS)
 _OUTBOX_BATCH = sql.SQL(
     "SELECT {cols} FROM outbox o JOIN events e ON e.position = o.position "
     "WHERE o.bucket %% %(shards)s = %(shard)s ORDER BY o.position LIMIT %(limit)s"

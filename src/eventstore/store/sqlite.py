@@ -27,6 +27,7 @@ from eventstore.errors import (
 )
 from eventstore.events import Event, encode_json
 from eventstore.store._common import (
+    EVENT_COLUMNS,
     check_batch,
     check_limit,
     check_position,
@@ -44,21 +45,7 @@ from eventstore.store._common import (
 from eventstore.store._protocol import OutboxStatus
 from eventstore.versioning import Upcasters
 
-# The columns of a whole event row, in the order _row_to_event reads them.
-_NAMES = (
-    "position",
-    "id",
-    "event_type",
-    "aggregate_id",
-    "aggregate_type",
-    "version",
-    "timestamp",
-    "payload",
-    "metadata",
-    "schema_version",
-    "recorded_at",
-)
-_COLUMNS = ", ".join(_NAMES)
+_COLUMNS = ", ".join(EVENT_COLUMNS)
 
 
 def _select(condition: str) -> str:
@@ -80,7 +67,7 @@ _ALL_BY_TIME = _select(
 _READ_ALL = _select("WHERE position > :after ORDER BY position LIMIT :limit")
 _BY_IDS = _select("WHERE id IN (SELECT value FROM json_each(?))")
 _OUTBOX_BATCH = (
-    "SELECT " + ", ".join(f"e.{name}" for name in _NAMES) + " "
+    "SELECT " + ", ".join(f"e.{name}" for name in EVENT_COLUMNS) + " "
     "FROM outbox o JOIN events e ON e.position = o.position "
     "WHERE o.bucket % :shards = :shard ORDER BY o.position LIMIT :limit"
 )

@@ -1,8 +1,11 @@
 """The exception hierarchy: every error the package raises derives from `EventStoreError`.
 
 Each class says whether retrying can help (`retriable`), so that runners can decide between
-backing off and giving up (or dead-lettering) without matching on messages. Driver errors are
-translated into these classes in one place per backend (`store/postgres.py`, `store/sqlite.py`).
+backing off and giving up (or dead-lettering) without matching on messages. `retriable` means
+that repeating the very same call later may succeed (the database or the broker was down or
+busy); an error that needs a new decision first (a version conflict) is not retriable. Driver
+errors are translated into these classes in one place per backend (`store/postgres.py`,
+`store/sqlite.py`) and in the Kafka publisher.
 """
 
 from __future__ import annotations
@@ -44,10 +47,10 @@ class ConcurrencyError(EventStoreError):
 
     `expected_version` is the version the store would have accepted next, `actual_version` the
     version the event carried, and `current_version` the aggregate's version in the store.
-    Reload the aggregate, decide again and append with `current_version + 1`.
+    Reload the aggregate, decide again and append with `current_version + 1`: resending the
+    same event cannot succeed, so this error is not `retriable` (`EventProducer.update` is
+    the reload-decide-append loop).
     """
-
-    retriable = True
 
     def __init__(
         self,
@@ -88,3 +91,25 @@ class StoreUnavailableError(EventStoreError, ConnectionError):
 
 class MigrationError(EventStoreError):
     """The schema is missing or is newer than this code; run `eventstore migrate` or upgrade."""
+
+
+class StoreBusyError(EventStoreError):
+    """The store is up but could not serve the call now (a deadlock or serialization failure
+    that kept recurring, a locked SQLite file, every pooled connection in use); retry later,
+    or lower the load."""
+
+    retriable = True
+
+
+class ImmutableEventError(EventStoreError):
+    """Something tried to change or remove a stored event; append a correcting event instead."""
+
+
+class PublishError(EventStoreError):
+    """The broker did not acknowledge every event of a batch; publish the batch again."""
+
+    retriable = True
+
+
+class UpcastError(EventStoreError):
+    """An upcaster failed or its chain has a hole; the message names the event and the step."""

@@ -13,17 +13,15 @@ from typing import Any, TypeVar
 import pydantic
 from pydantic import BaseModel
 
-from eventstore.errors import EventStoreError, EventValidationError
+from eventstore.errors import EventValidationError, UpcastError
 from eventstore.events import Event
+
+__all__ = ["PayloadSchemas", "UpcastError", "Upcaster", "Upcasters"]
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 Payload = dict[str, Any]
 Upcaster = Callable[[Payload], Payload]
-
-
-class UpcastError(EventStoreError):
-    """An upcaster failed or its chain has a hole; the message names the event and the step."""
 
 
 class Upcasters:

@@ -1,6 +1,7 @@
 """Producers: validate and store events (group commit), and relay the outbox to Kafka."""
 
-from eventstore.producer._kafka import KafkaPublisher, PublishError
+from eventstore.errors import PublishError
+from eventstore.producer._kafka import KafkaPublisher
 from eventstore.producer._metrics import RelayMetrics
 from eventstore.producer._producer import Change, EventProducer
 from eventstore.producer._relay import OutboxRelay, Publisher, RelaySettings

@@ -11,18 +11,12 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from eventstore.errors import EventStoreError
+from eventstore.errors import PublishError
 from eventstore.events import Event
 from eventstore.producer._topics import check_prefix, events_topic
 from eventstore.producer._wire import to_message
 
 log = logging.getLogger(__name__)
-
-
-class PublishError(EventStoreError):
-    """The broker did not acknowledge every event of a batch; publish the batch again."""
-
-    retriable = True
 
 
 class KafkaPublisher:

@@ -74,6 +74,41 @@ class EventLog(Protocol):
         ...
 
 
+class HorizonHolder(NamedTuple):
+    """The open transaction that holds the global log's horizon back (PostgreSQL only)."""
+
+    pid: int
+    """Its server process: `SELECT pg_terminate_backend(pid)` ends it."""
+    database: str | None
+    user: str | None
+    state: str | None
+    """`active`, `idle in transaction`, ... as pg_stat_activity says."""
+    transaction_start: datetime | None
+    query_start: datetime | None
+    query: str | None
+    """Its last statement, cut to 200 characters (hidden from roles that may not see it)."""
+
+
+class LogHorizon(NamedTuple):
+    """How far readers of the global log (`read_all`) lag behind what is stored.
+
+    On PostgreSQL a reader stops below the oldest transaction still running anywhere in the
+    cluster (so that it never skips an event that commits later); a long transaction holds
+    every reader back until it ends. On SQLite the horizon is always the head.
+    """
+
+    horizon: int
+    """Readers are returned positions below this bound."""
+    head: int
+    """The highest stored position (0 when the log is empty)."""
+    events_behind: int
+    """Stored events at or above the horizon: committed, but not yet readable."""
+    lag_seconds: float
+    """How stale readers are: the age of the oldest event they cannot read yet (0 if none)."""
+    holder: HorizonHolder | None
+    """The transaction holding it back, when one does."""
+
+
 class OutboxStatus(NamedTuple):
     """How much is waiting to be published."""
 
@@ -133,7 +168,16 @@ class Outbox(Protocol):
 
 
 @runtime_checkable
-class EventStore(AggregateStore, EventLog, Outbox, Protocol):
+class LogMonitor(Protocol):
+    """What operators watch: how far readers of the global log lag, and why."""
+
+    def log_horizon(self) -> LogHorizon:
+        """The global log's read horizon now (cheap: index lookups and pg_stat_activity)."""
+        ...
+
+
+@runtime_checkable
+class EventStore(AggregateStore, EventLog, Outbox, LogMonitor, Protocol):
     """A complete store: all capabilities, plus schema management and closing."""
 
     def migrate(self) -> list[str]:

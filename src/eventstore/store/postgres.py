@@ -8,10 +8,7 @@ place that knows about SQLSTATEs.
 
 from __future__ import annotations
 
-import contextlib
 import re
-import time
-import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -47,7 +44,8 @@ from eventstore.store._common import (
     pending_migrations,
     resolve_retry,
 )
-from eventstore.store._protocol import OutboxStatus
+from eventstore.store._pg_lease import PostgresOutboxLease, notify_channel
+from eventstore.store._protocol import HorizonHolder, LogHorizon, OutboxStatus
 from eventstore.versioning import Upcasters
 
 DEFAULT_SCHEMA = "eventstore"
@@ -83,13 +81,35 @@ _ALL_BY_TIME = sql.SQL(
     "WHERE \"timestamp\" >= coalesce(%(start)s::timestamptz, '-infinity') "
     'ORDER BY "timestamp", position LIMIT %(limit)s'
 ).format(cols=_COLUMNS)
-# Only rows of transactions below the snapshot's xmin: see the migration for why this never
-# lets a reader skip an event that commits later.
+# The horizon: the first position the oldest transaction still running could be writing, so
+# every position below it is final (see the migration for why a reader then never skips an
+# event that commits later). A bound on `position` itself, not on the writing transaction's
+# id: rows restored from another cluster's dump keep that cluster's ids but get positions
+# below the horizon once `rebase_positions` has run. And it makes each read an index range
+# scan of the primary key between `after` and the horizon.
+_HORIZON = (
+    "((pg_snapshot_xmin(pg_current_snapshot())::text::bigint "
+    "+ (SELECT base FROM position_base)) << 16)"
+)
 _READ_ALL = sql.SQL(
-    "SELECT {cols} FROM events WHERE position > %(after)s "
-    "AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) "
+    "SELECT {cols} FROM events WHERE position > %(after)s AND position < {horizon} "
     "ORDER BY position LIMIT %(limit)s"
-).format(cols=_COLUMNS)
+).format(cols=_COLUMNS, horizon=sql.SQL(_HORIZON))
+_HORIZON_STATUS = sql.SQL(
+    "WITH h AS (SELECT {horizon} AS horizon) "
+    "SELECT h.horizon, "
+    "(SELECT coalesce(max(position), 0) FROM events), "
+    "(SELECT count(*) FROM (SELECT FROM events WHERE position >= h.horizon LIMIT %(cap)s) c), "
+    "(SELECT extract(epoch FROM clock_timestamp() - recorded_at)::float8 FROM events "
+    " WHERE position >= h.horizon ORDER BY position LIMIT 1), "
+    "pg_snapshot_xmin(pg_current_snapshot())::text::bigint %% 4294967296 "
+    "FROM h"
+).format(horizon=sql.SQL(_HORIZON))
+_HORIZON_HOLDER = sql.SQL(
+    "SELECT pid, datname, usename, state, xact_start, query_start, left(query, 200) "
+    "FROM pg_stat_activity WHERE backend_xid::text::bigint = %s LIMIT 1"
+)
+_BEHIND_CAP = 1_000_000
 _OUTBOX_COLUMNS = sql.SQL(", ").join(sql.Identifier("e", name) for name in EVENT_COLUMNS)
 _OUTBOX_BATCH = sql.SQL(
     "SELECT {cols} FROM outbox o JOIN events e ON e.position = o.position "
@@ -383,6 +403,15 @@ class PostgresEventStore(Closing):
         params = {"after": check_position(after_position), "limit": check_limit(limit)}
         return self._fetch(_READ_ALL, params)
 
+    def log_horizon(self) -> LogHorizon:
+        with self._connection() as conn:
+            row = conn.execute(_HORIZON_STATUS, {"cap": _BEHIND_CAP}).fetchone()
+            assert row is not None
+            horizon, head, behind, lag, xmin = row
+            found = conn.execute(_HORIZON_HOLDER, (xmin,)).fetchone()
+        holder = HorizonHolder(*found) if found is not None else None
+        return LogHorizon(int(horizon), int(head), int(behind), float(lag or 0.0), holder)
+
     # -- outbox ---------------------------------------------------------------------------
 
     def outbox_batch(self, limit: int, *, shard: int = 0, shards: int = 1) -> list[Event]:
@@ -411,88 +440,9 @@ class PostgresEventStore(Closing):
         # Its own tiny transaction, after the append committed: a NOTIFY inside the appending
         # transaction would serialise every commit of the cluster on the notify queue lock.
         with self._connection() as conn:
-            conn.execute("SELECT pg_notify(%s, '')", (_channel(self.schema),))
+            conn.execute("SELECT pg_notify(%s, '')", (notify_channel(self.schema),))
 
     # -- lifecycle --------------------------------------------------------------------------
 
     def close(self) -> None:
         self._pool.close()
-
-
-def _channel(schema: str) -> str:
-    return f"eventstore_outbox_{schema}"
-
-
-class PostgresOutboxLease:
-    """A session advisory lock on a connection of its own, which also LISTENs for appends.
-
-    If the holder dies, PostgreSQL ends its session and frees the lock, so a standby's next
-    `acquire` (it retries twice a second) takes over.
-    """
-
-    def __init__(self, url: str, schema: str, shard: int, shards: int, *, where: str) -> None:
-        self.shard = shard
-        self.shards = shards
-        self._url = url
-        self._where = where
-        self._schema = schema
-        # Two int4 keys: the schema, and which shard of how many.
-        self._key = (zlib.crc32(schema.encode()) - 2**31, shards * 1000 + shard)
-        self._conn: psycopg.Connection[Any] | None = None
-
-    def __repr__(self) -> str:
-        shard = f"shard {self.shard}/{self.shards}"
-        return f"PostgresOutboxLease({self._where}, schema={self._schema!r}, {shard})"
-
-    def _connect(self) -> psycopg.Connection[Any]:
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = psycopg.connect(self._url, autocommit=True, connect_timeout=5)
-            self._conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(_channel(self._schema))))
-        return self._conn
-
-    def acquire(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                row = (
-                    self._connect()
-                    .execute("SELECT pg_try_advisory_lock(%s, %s)", self._key)
-                    .fetchone()
-                )
-                if row is not None and row[0]:
-                    return True
-            except psycopg.OperationalError:
-                self._drop()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            time.sleep(min(0.5, remaining))
-
-    def held(self) -> bool:
-        if self._conn is None or self._conn.closed:
-            return False
-        try:
-            self._conn.execute("SELECT 1")
-        except psycopg.Error:
-            self._drop()
-            return False
-        return True
-
-    def wait_for_appends(self, timeout: float) -> None:
-        try:
-            for _ in self._connect().notifies(timeout=timeout, stop_after=1):
-                pass
-        except psycopg.Error:
-            self._drop()
-            time.sleep(timeout)
-
-    def release(self) -> None:
-        if self._conn is not None and not self._conn.closed:
-            with contextlib.suppress(psycopg.Error):
-                self._conn.execute("SELECT pg_advisory_unlock(%s, %s)", self._key)
-        self._drop()
-
-    def _drop(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-        self._conn = None

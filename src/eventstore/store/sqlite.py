@@ -7,12 +7,9 @@ global log can never skip an event. sqlite3 errors are translated in `_translate
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -42,7 +39,8 @@ from eventstore.store._common import (
     pending_migrations,
     resolve_retry,
 )
-from eventstore.store._protocol import OutboxStatus
+from eventstore.store._protocol import LogHorizon, OutboxStatus
+from eventstore.store._sqlite_lease import SqliteOutboxLease
 from eventstore.versioning import Upcasters
 
 _COLUMNS = ", ".join(EVENT_COLUMNS)
@@ -297,6 +295,14 @@ class SqliteEventStore(Closing):
         params = {"after": check_position(after_position), "limit": check_limit(limit)}
         return self._fetch(_READ_ALL, params)
 
+    def log_horizon(self) -> LogHorizon:
+        # One writer at a time, positions in commit order: readers never wait for anything.
+        with self._locked() as conn:
+            head = conn.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()[0]
+        return LogHorizon(
+            horizon=head + 1, head=head, events_behind=0, lag_seconds=0.0, holder=None
+        )
+
     # -- outbox ---------------------------------------------------------------------------
 
     def outbox_batch(self, limit: int, *, shard: int = 0, shards: int = 1) -> list[Event]:
@@ -353,45 +359,3 @@ def _split_statements(script: str) -> list[str]:
     if buffer.strip():
         statements.append(buffer.strip())
     return statements
-
-
-class SqliteOutboxLease:
-    """An exclusive lock on a file beside the database (`<file>.relay-<shard>-of-<shards>`);
-    the operating system frees it when the holding process ends."""
-
-    def __init__(self, store: SqliteEventStore, shard: int, shards: int) -> None:
-        self.shard = shard
-        self.shards = shards
-        self._store = store
-        self._path = f"{store.path}.relay-{shard}-of-{shards}.lock"
-        self._fd: int | None = None
-
-    def acquire(self, timeout: float) -> bool:
-        if self._store.path == ":memory:":
-            self._fd = -1  # one process owns an in-memory database: nothing to exclude
-            return True
-        deadline = time.monotonic() + timeout
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    os.close(fd)
-                    return False
-                time.sleep(0.2)
-                continue
-            self._fd = fd
-            return True
-
-    def held(self) -> bool:
-        return self._fd is not None
-
-    def wait_for_appends(self, timeout: float) -> None:
-        self._store.wait_for_appends(timeout)
-
-    def release(self) -> None:
-        if self._fd is not None and self._fd >= 0:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-        self._fd = None

@@ -19,7 +19,7 @@ from eventstore import (
     MigrationError,
 )
 from eventstore.store import MAX_READ_LIMIT
-from eventstore.store._common import PAGE_SIZE
+from eventstore.store._rows import PAGE_SIZE
 from eventstore.versioning import Upcasters
 from tests.conftest import StoreFactory
 from tests.helpers import T0, event, history
@@ -362,5 +362,5 @@ def test_an_unmigrated_store_says_to_migrate(store_factory: StoreFactory) -> Non
         store.append_event(event("p", 1))
     with pytest.raises(MigrationError, match="eventstore migrate"):
         store.read_all(0, 10)
-    assert store.migrate() == ["0001_initial.sql"]
+    assert store.migrate()[0] == "0001_initial.sql"
     assert store.append_event(event("p", 1)) >= 1

@@ -20,7 +20,7 @@ from eventstore import (
     StoreUnavailableError,
     open_store,
 )
-from eventstore.store._common import outbox_bucket
+from eventstore.store._outbox import outbox_bucket
 from eventstore.store.postgres import PostgresEventStore
 from tests.conftest import StoreFactory
 from tests.contract.test_store_contract import all_events, tail_log

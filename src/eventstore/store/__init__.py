@@ -6,7 +6,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from eventstore.errors import ConfigurationError
-from eventstore.store._common import check_batch as validate_batch
+from eventstore.store._checks import check_batch as validate_batch
 from eventstore.store._protocol import (
     MAX_READ_LIMIT,
     AggregateStore,

@@ -116,6 +116,8 @@ class OutboxStatus(NamedTuple):
     """Events in the outbox."""
     oldest_enqueued_at: datetime | None
     """When the oldest of them was stored (None when the outbox is empty)."""
+    estimated: bool = False
+    """True when `depth` is the database's estimate (a backlog too large to count cheaply)."""
 
 
 @runtime_checkable

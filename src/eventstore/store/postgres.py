@@ -8,6 +8,7 @@ place that knows about SQLSTATEs.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -24,12 +25,13 @@ from eventstore.errors import (
     ConcurrencyError,
     ConfigurationError,
     EventStoreError,
+    ImmutableEventError,
     MigrationError,
+    StoreBusyError,
     StoreUnavailableError,
 )
 from eventstore.events import Event, encode_json
-from eventstore.store._common import (
-    EVENT_COLUMNS,
+from eventstore.store._checks import (
     check_batch,
     check_limit,
     check_position,
@@ -37,15 +39,13 @@ from eventstore.store._common import (
     check_text,
     check_time,
     check_version,
-    explain_conflict,
-    first_of_each,
-    outbox_bucket,
-    paged,
-    pending_migrations,
-    resolve_retry,
 )
+from eventstore.store._conflicts import explain_conflict, first_of_each, resolve_retry
+from eventstore.store._migrations import pending_migrations
+from eventstore.store._outbox import OUTBOX_BUCKETS, outbox_bucket
 from eventstore.store._pg_lease import PostgresOutboxLease, notify_channel
 from eventstore.store._protocol import HorizonHolder, LogHorizon, OutboxStatus
+from eventstore.store._rows import EVENT_COLUMNS, event_from_row, paged
 from eventstore.versioning import Upcasters
 
 DEFAULT_SCHEMA = "eventstore"
@@ -58,6 +58,11 @@ _VERSION_CONFLICT = "ES409"
 _IMMUTABLE = "ES405"
 _COUNTER_BEHIND = "ES412"
 _UNIQUE_KEYS = ("events_id_key", "events_aggregate_id_version_key")
+# Deadlock (two batches inserting the same new aggregates in different orders wait on each
+# other's unique keys) and serialization failure: the transaction was rolled back whole, and
+# running it again is safe.
+_TRANSIENT = ("40P01", "40001")
+_INSUFFICIENT_PRIVILEGE = ("42501",)
 
 _COLUMNS = sql.SQL(", ").join(map(sql.Identifier, EVENT_COLUMNS))
 _APPEND = sql.SQL("SELECT append_events(%s::json, %s::json)")
@@ -113,8 +118,25 @@ _BEHIND_CAP = 1_000_000
 _OUTBOX_COLUMNS = sql.SQL(", ").join(sql.Identifier("e", name) for name in EVENT_COLUMNS)
 _OUTBOX_BATCH = sql.SQL(
     "SELECT {cols} FROM outbox o JOIN events e ON e.position = o.position "
-    "WHERE o.bucket %% %(shards)s = %(shard)s ORDER BY o.position LIMIT %(limit)s"
+    "ORDER BY o.position LIMIT %(limit)s"
 ).format(cols=_OUTBOX_COLUMNS)
+# One shard of several: the oldest rows of its buckets, each bucket read from the index on
+# (bucket, position), merged in position order, so that a relay stops after `limit` rows
+# however large the other shards' backlog (filtering `bucket % shards` on the whole outbox
+# scanned it all on every poll of an idle relay).
+_SHARD_BUCKET = sql.SQL("(SELECT position FROM outbox WHERE bucket = {} ORDER BY position)")
+_SHARD_BATCH = sql.SQL(
+    "SELECT {cols} FROM ({buckets}) o JOIN events e ON e.position = o.position "
+    "ORDER BY o.position LIMIT %(limit)s"
+)
+# The outbox's depth, counted exactly up to this many rows; above it, the planner's estimate
+# (counting a large backlog every second, in every relay, would itself slow the drain).
+_EXACT_DEPTH = 10_000
+_OUTBOX_STATUS = sql.SQL(
+    "SELECT (SELECT count(*) FROM (SELECT FROM outbox LIMIT %(cap)s) c), "
+    "(SELECT enqueued_at FROM outbox ORDER BY position LIMIT 1), "
+    "(SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = 'outbox'::regclass)"
+)
 _BY_IDS = sql.SQL("SELECT {cols} FROM events WHERE id = ANY(%s::text[])").format(cols=_COLUMNS)
 
 
@@ -141,6 +163,16 @@ def _translate(error: psycopg.Error, where: str) -> EventStoreError:
             f"the event store tables are missing or out of date in {where} "
             f"({error.diag.message_primary}); run `eventstore migrate` (or store.migrate())"
         )
+    if state in _TRANSIENT:
+        return StoreBusyError(
+            f"PostgreSQL at {where} aborted the operation ({text}); it kept colliding with "
+            "concurrent transactions: retry it (nothing of it was stored)"
+        )
+    if state in _INSUFFICIENT_PRIVILEGE:
+        return ConfigurationError(
+            f"PostgreSQL at {where} refused: {text}; this role may not do that (an application "
+            "role can only append and read: run migrations and administration as the owner)"
+        )
     if isinstance(error, psycopg.OperationalError | psycopg_pool.PoolTimeout) or state.startswith(
         ("08", "57P")
     ):
@@ -151,7 +183,10 @@ def _translate(error: psycopg.Error, where: str) -> EventStoreError:
     if state == _COUNTER_BEHIND:
         return MigrationError(f"{error.diag.message_primary} in {where}; {error.diag.message_hint}")
     if state == _IMMUTABLE:
-        return EventStoreError(f"PostgreSQL refused the change: {error.diag.message_primary}")
+        return ImmutableEventError(
+            f"PostgreSQL refused the change: {error.diag.message_primary}; "
+            "append a new event that corrects the earlier one instead"
+        )
     return EventStoreError(f"PostgreSQL error at {where} [{state}]: {text}")
 
 
@@ -181,21 +216,13 @@ def _follows(events: Sequence[Event]) -> list[dict[str, Any]]:
     ]
 
 
-def _row_to_event(row: tuple[Any, ...]) -> Event:
-    # Rows come from our own table, written only after validation: skip re-validating them.
-    return Event.model_construct(
-        position=row[0],
-        id=row[1],
-        event_type=row[2],
-        aggregate_id=row[3],
-        aggregate_type=row[4],
-        version=row[5],
-        timestamp=row[6],
-        payload=row[7],
-        metadata=row[8],
-        schema_version=row[9],
-        recorded_at=row[10],
+@functools.lru_cache(maxsize=64)
+def _shard_batch(shard: int, shards: int) -> sql.Composed:
+    """The batch query of one shard: a merge of its buckets' index scans (see above)."""
+    buckets = sql.SQL(" UNION ALL ").join(
+        _SHARD_BUCKET.format(sql.Literal(bucket)) for bucket in range(shard, OUTBOX_BUCKETS, shards)
     )
+    return _SHARD_BATCH.format(cols=_OUTBOX_COLUMNS, buckets=buckets)
 
 
 class PostgresEventStore(Closing):
@@ -255,7 +282,13 @@ class PostgresEventStore(Closing):
             )
 
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
-        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+        # UTC on every connection: timestamptz values come back in the session's TimeZone,
+        # which the server, the database or the role may set to anything.
+        conn.execute(
+            sql.SQL("SET search_path TO {}; SET TimeZone TO 'UTC'").format(
+                sql.Identifier(self.schema)
+            )
+        )
 
     def __repr__(self) -> str:
         return f"PostgresEventStore({self._where}, schema={self.schema!r})"
@@ -265,8 +298,22 @@ class PostgresEventStore(Closing):
         try:
             with self._pool.connection() as conn:
                 yield conn
-        except (psycopg.Error, psycopg_pool.PoolTimeout) as error:
+        except psycopg_pool.PoolTimeout as error:
+            raise self._pool_timeout(error) from error
+        except psycopg.Error as error:
             raise _translate(error, self._where) from error
+
+    def _pool_timeout(self, error: psycopg_pool.PoolTimeout) -> EventStoreError:
+        """No connection within the timeout: every one is busy, or none can be made."""
+        stats = self._pool.get_stats()
+        size, available = stats.get("pool_size", 0), stats.get("pool_available", 0)
+        if size >= self._pool.max_size and available == 0:
+            return StoreBusyError(
+                f"all {size} connections to PostgreSQL at {self._where} stayed in use for "
+                f"{self._pool.timeout:g} s; retry, lower the number of concurrent callers, or "
+                "open the store with a larger max_connections"
+            )
+        return _translate(error, self._where)
 
     # -- schema -----------------------------------------------------------------------------
 
@@ -305,12 +352,17 @@ class PostgresEventStore(Closing):
         check_batch(events)
         document = encode_json([_wire(e) for e in events])
         follows = encode_json(_follows(events))
-        for _ in range(_APPEND_ATTEMPTS):
+        for attempt in range(1, _APPEND_ATTEMPTS + 1):
             with self._connection() as conn:
                 try:
                     return [row[0] for row in conn.execute(_APPEND, (document, follows))]
                 except psycopg.Error as error:
-                    if not self._is_conflict(error):
+                    # A deadlock rolled the whole batch back: it may have collided with a
+                    # batch of the same aggregates, so look for a conflict as below; if
+                    # there is none, run it again, and say so when it keeps happening.
+                    if error.sqlstate in _TRANSIENT and attempt == _APPEND_ATTEMPTS:
+                        raise
+                    if not (self._is_conflict(error) or error.sqlstate in _TRANSIENT):
                         raise
             # A conflict may be the retry of a batch already stored: then it succeeds.
             stored = self._stored_positions(events)
@@ -320,14 +372,23 @@ class PostgresEventStore(Closing):
             if problem is not None:
                 raise problem
             # Nothing conflicts any more: a predecessor was still committing. Try again.
+        # Every attempt lost a race to a predecessor still committing: give up with the
+        # aggregate's true current version, as a conflict explained above would carry.
         head = events[0]
+        current = self._current_version(head.aggregate_id)
         raise ConcurrencyError(
             head.aggregate_id,
-            expected_version=head.version,
+            expected_version=current + 1,
             actual_version=head.version,
             message=f"appending to aggregate {head.aggregate_id!r} kept conflicting with "
-            f"concurrent appends ({_APPEND_ATTEMPTS} attempts); reload the aggregate and retry",
+            f"concurrent appends ({_APPEND_ATTEMPTS} attempts; it is now at version "
+            f"{current}); reload the aggregate and retry",
         )
+
+    def _current_version(self, aggregate_id: str) -> int:
+        with self._connection() as conn:
+            rows = conn.execute(_LATEST, ([aggregate_id],)).fetchall()
+        return int(rows[0][1]) if rows else 0
 
     @staticmethod
     def _is_conflict(error: psycopg.Error) -> bool:
@@ -362,7 +423,7 @@ class PostgresEventStore(Closing):
     def _stored_positions(self, events: Sequence[Event]) -> list[int] | None:
         with self._connection() as conn:
             rows = conn.execute(_BY_IDS, ([e.id for e in events],)).fetchall()
-        return resolve_retry(events, {row[1]: _row_to_event(row) for row in rows})
+        return resolve_retry(events, {row[1]: event_from_row(row) for row in rows})
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -370,7 +431,7 @@ class PostgresEventStore(Closing):
         with self._connection() as conn:
             rows = conn.execute(query, params).fetchall()
         upcast = self._upcasters.upcast
-        return [upcast(_row_to_event(row)) for row in rows]
+        return [upcast(event_from_row(row)) for row in rows]
 
     def get_events_by_aggregate(self, aggregate_id: str, from_version: int = 1) -> Iterator[Event]:
         check_text(aggregate_id, "aggregate_id")
@@ -416,10 +477,10 @@ class PostgresEventStore(Closing):
 
     def outbox_batch(self, limit: int, *, shard: int = 0, shards: int = 1) -> list[Event]:
         check_shard(shard, shards)
-        params = {"limit": check_limit(limit), "shard": shard, "shards": shards}
+        query = _OUTBOX_BATCH if shards == 1 else _shard_batch(shard, shards)
         with self._connection() as conn:
-            rows = conn.execute(_OUTBOX_BATCH, params).fetchall()
-        return [_row_to_event(row) for row in rows]
+            rows = conn.execute(query, {"limit": check_limit(limit)}).fetchall()
+        return [event_from_row(row) for row in rows]
 
     def outbox_remove(self, positions: Sequence[int]) -> None:
         if positions:
@@ -428,9 +489,12 @@ class PostgresEventStore(Closing):
 
     def outbox_status(self) -> OutboxStatus:
         with self._connection() as conn:
-            row = conn.execute("SELECT count(*), min(enqueued_at) FROM outbox").fetchone()
+            row = conn.execute(_OUTBOX_STATUS, {"cap": _EXACT_DEPTH + 1}).fetchone()
         assert row is not None
-        return OutboxStatus(int(row[0]), row[1])
+        counted, oldest, estimate = row
+        if counted <= _EXACT_DEPTH:
+            return OutboxStatus(int(counted), oldest)
+        return OutboxStatus(max(int(estimate or 0), counted), oldest, estimated=True)
 
     def outbox_lease(self, *, shard: int = 0, shards: int = 1) -> PostgresOutboxLease:
         check_shard(shard, shards)

@@ -19,12 +19,13 @@ from typing import Any
 from eventstore._closing import Closing
 from eventstore.errors import (
     EventStoreError,
+    ImmutableEventError,
     MigrationError,
+    StoreBusyError,
     StoreUnavailableError,
 )
 from eventstore.events import Event, encode_json
-from eventstore.store._common import (
-    EVENT_COLUMNS,
+from eventstore.store._checks import (
     check_batch,
     check_limit,
     check_position,
@@ -32,14 +33,12 @@ from eventstore.store._common import (
     check_text,
     check_time,
     check_version,
-    explain_conflict,
-    first_of_each,
-    outbox_bucket,
-    paged,
-    pending_migrations,
-    resolve_retry,
 )
+from eventstore.store._conflicts import explain_conflict, first_of_each, resolve_retry
+from eventstore.store._migrations import pending_migrations
+from eventstore.store._outbox import outbox_bucket
 from eventstore.store._protocol import LogHorizon, OutboxStatus
+from eventstore.store._rows import EVENT_COLUMNS, event_from_row, paged
 from eventstore.store._sqlite_lease import SqliteOutboxLease
 from eventstore.versioning import Upcasters
 
@@ -89,22 +88,6 @@ def _time_text(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def _row_to_event(row: tuple[Any, ...]) -> Event:
-    return Event.model_construct(
-        position=row[0],
-        id=row[1],
-        event_type=row[2],
-        aggregate_id=row[3],
-        aggregate_type=row[4],
-        version=row[5],
-        timestamp=datetime.fromisoformat(row[6]),
-        payload=json.loads(row[7]),
-        metadata=json.loads(row[8]),
-        schema_version=row[9],
-        recorded_at=datetime.fromisoformat(row[10]),
-    )
-
-
 def _translate(error: sqlite3.Error, where: str) -> EventStoreError:
     """The one mapping from sqlite3 errors to ours."""
     text = str(error)
@@ -113,9 +96,18 @@ def _translate(error: sqlite3.Error, where: str) -> EventStoreError:
             f"the event store tables are missing in {where} ({text}); "
             "run `eventstore migrate` (or store.migrate())"
         )
-    if isinstance(error, sqlite3.OperationalError):
-        return StoreUnavailableError(f"SQLite database {where} is unavailable: {text}")
-    return EventStoreError(f"SQLite error in {where}: {text}")
+    if "immutable" in text:
+        return ImmutableEventError(f"SQLite refused the change: {text}")
+    code = getattr(error, "sqlite_errorcode", None)
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "database is locked" in text:
+        # Another connection held the write lock past the busy timeout: nothing was written.
+        return StoreBusyError(
+            f"SQLite database {where} stayed locked by another writer ({text}); retry, or "
+            "open the store with a longer busy_timeout"
+        )
+    # Anything else (a full disk, a read-only or corrupt file, ...) does not go away by
+    # itself: not retriable.
+    return EventStoreError(f"SQLite error in {where}: {text}; check the file and its disk")
 
 
 class SqliteEventStore(Closing):
@@ -205,7 +197,7 @@ class SqliteEventStore(Closing):
         with self._transaction() as conn:
             ids = json.dumps([e.id for e in events])
             rows = conn.execute(_BY_IDS, (ids,))
-            stored = resolve_retry(events, {row[1]: _row_to_event(row) for row in rows})
+            stored = resolve_retry(events, {row[1]: event_from_row(row) for row in rows})
             if stored is not None:
                 return stored
             self._check_versions(conn, events)
@@ -259,7 +251,7 @@ class SqliteEventStore(Closing):
         with self._locked() as conn:
             rows = conn.execute(query, params).fetchall()
         upcast = self._upcasters.upcast
-        return [upcast(_row_to_event(row)) for row in rows]
+        return [upcast(event_from_row(row)) for row in rows]
 
     def get_events_by_aggregate(self, aggregate_id: str, from_version: int = 1) -> Iterator[Event]:
         check_text(aggregate_id, "aggregate_id")
@@ -310,7 +302,7 @@ class SqliteEventStore(Closing):
         params = {"limit": check_limit(limit), "shard": shard, "shards": shards}
         with self._locked() as conn:
             rows = conn.execute(_OUTBOX_BATCH, params).fetchall()
-        return [_row_to_event(row) for row in rows]
+        return [event_from_row(row) for row in rows]
 
     def outbox_remove(self, positions: Sequence[int]) -> None:
         if positions:

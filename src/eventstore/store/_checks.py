@@ -1,0 +1,97 @@
+"""Argument and batch checks shared by every backend, raised before any I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from eventstore.errors import EventValidationError, InvalidQueryError
+from eventstore.events import Event
+from eventstore.store._outbox import OUTBOX_BUCKETS
+from eventstore.store._protocol import MAX_READ_LIMIT
+
+MAX_BATCH_SIZE = 10_000
+"""Largest number of events in one `append_events` call."""
+
+
+def check_batch(events: Sequence[Event]) -> None:
+    """Reject a batch that cannot be stored whatever the store holds.
+
+    Versions of one aggregate must be consecutive in batch order; ids must be unique; an
+    aggregate keeps one type. Raised before any I/O, so nothing of the batch is written.
+    """
+    if len(events) > MAX_BATCH_SIZE:
+        raise EventValidationError(
+            "events", f"a batch holds at most {MAX_BATCH_SIZE} events, not {len(events)}"
+        )
+    seen_ids: set[str] = set()
+    last: dict[str, Event] = {}
+    for index, event in enumerate(events):
+        if not isinstance(event, Event):
+            raise EventValidationError(
+                f"events[{index}]", f"must be an Event, not {type(event).__name__}"
+            )
+        if event.id in seen_ids:
+            raise EventValidationError(
+                f"events[{index}].id", f"{event.id!r} appears twice in the batch"
+            )
+        seen_ids.add(event.id)
+        previous = last.get(event.aggregate_id)
+        if previous is not None:
+            if event.aggregate_type != previous.aggregate_type:
+                raise EventValidationError(
+                    f"events[{index}].aggregate_type",
+                    f"aggregate {event.aggregate_id!r} is a {previous.aggregate_type} earlier "
+                    f"in the batch, not a {event.aggregate_type}",
+                )
+            if event.version != previous.version + 1:
+                raise EventValidationError(
+                    f"events[{index}].version",
+                    f"versions of aggregate {event.aggregate_id!r} must be consecutive in the "
+                    f"batch: {previous.version} is followed by {event.version}",
+                )
+        last[event.aggregate_id] = event
+
+
+def check_limit(limit: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_READ_LIMIT:
+        raise InvalidQueryError(
+            f"limit must be an integer from 1 to {MAX_READ_LIMIT}, not {limit!r}"
+        )
+    return limit
+
+
+def check_position(after_position: int) -> int:
+    if (
+        isinstance(after_position, bool)
+        or not isinstance(after_position, int)
+        or after_position < 0
+    ):
+        raise InvalidQueryError(f"after_position must be an integer >= 0, not {after_position!r}")
+    return after_position
+
+
+def check_version(from_version: int) -> int:
+    if isinstance(from_version, bool) or not isinstance(from_version, int) or from_version < 1:
+        raise InvalidQueryError(f"from_version must be an integer >= 1, not {from_version!r}")
+    return from_version
+
+
+def check_time(value: datetime | None, name: str) -> datetime | None:
+    if value is not None and (value.tzinfo is None or value.utcoffset() is None):
+        raise InvalidQueryError(f"{name} must be timezone-aware, not naive ({value.isoformat()})")
+    return value
+
+
+def check_text(value: str, name: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidQueryError(f"{name} must be a non-empty string, not {value!r}")
+    return value
+
+
+def check_shard(shard: int, shards: int) -> None:
+    if not 1 <= shards <= OUTBOX_BUCKETS or not 0 <= shard < shards:
+        raise InvalidQueryError(
+            f"shard must be in 0..shards-1 and shards in 1..{OUTBOX_BUCKETS}, "
+            f"not shard {shard} of {shards}"
+        )

@@ -115,6 +115,13 @@ _HORIZON_HOLDER = sql.SQL(
     "FROM pg_stat_activity WHERE backend_xid::text::bigint = %s LIMIT 1"
 )
 _BEHIND_CAP = 1_000_000
+# What an application role needs (see grant_app_role): no INSERT, UPDATE or DELETE on events.
+_APP_ROLE_GRANTS = [
+    sql.SQL("GRANT USAGE ON SCHEMA {schema} TO {role}"),
+    sql.SQL("GRANT SELECT ON events, position_base, migrations, outbox TO {role}"),
+    sql.SQL("GRANT DELETE ON outbox TO {role}"),
+    sql.SQL("GRANT EXECUTE ON FUNCTION append_events(json, json) TO {role}"),
+]
 _OUTBOX_COLUMNS = sql.SQL(", ").join(sql.Identifier("e", name) for name in EVENT_COLUMNS)
 _OUTBOX_BATCH = sql.SQL(
     "SELECT {cols} FROM outbox o JOIN events e ON e.position = o.position "
@@ -419,6 +426,23 @@ class PostgresEventStore(Closing):
                 base = stored_high + 1 - xid
                 conn.execute("UPDATE position_base SET base = %s", (base,))
             return int(base)
+
+    def grant_app_role(self, role: str) -> None:
+        """Let `role` (an existing role) use the store as an application, and nothing more:
+        append through `append_events()` (which runs with the owner's rights), read, and
+        drain the outbox (a relay removes what it published). It cannot insert, change or
+        remove events itself, nor disable the immutability triggers (only the owner can).
+        Run as the owner, after `migrate()`; idempotent."""
+        check_text(role, "role")
+        with self._connection() as conn, conn.transaction():
+            if conn.execute("SELECT FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is None:
+                raise ConfigurationError(
+                    f"role {role!r} does not exist in {self._where}; create it first "
+                    f"(CREATE ROLE {role} LOGIN PASSWORD '...') and run this again"
+                )
+            names = {"role": sql.Identifier(role), "schema": sql.Identifier(self.schema)}
+            for statement in _APP_ROLE_GRANTS:
+                conn.execute(statement.format(**names))
 
     def _stored_positions(self, events: Sequence[Event]) -> list[int] | None:
         with self._connection() as conn:

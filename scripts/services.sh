@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Start, stop and inspect the real services the test suite and the benchmarks run against,
 # on a machine without Docker:
-#   - PostgreSQL from Debian's packages, on 127.0.0.1:$EVENTSTORE_PG_PORT (default 55432);
+#   - PostgreSQL from Debian's packages, on 127.0.0.1:$EVENTSTORE_PG_PORT (default 55432), and
+#     a second, separate cluster on $EVENTSTORE_PG_RESTORE_PORT (default 55433) that the
+#     backup-and-restore tests restore dumps into (a fresh cluster has its own transaction
+#     counter, which is the point of those tests);
 #   - Apache Kafka 4.x (KRaft, one combined broker+controller) from its jars, fetched by Maven
 #     through scripts/kafka/pom.xml, on 127.0.0.1:$EVENTSTORE_KAFKA_PORT (default 59092).
 # Everything (data, logs, jars) lives under .services/ in the project, which git ignores.
@@ -18,6 +21,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STATE="$ROOT/.services"
 PG_PORT=${EVENTSTORE_PG_PORT:-55432}
+PG_RESTORE_PORT=${EVENTSTORE_PG_RESTORE_PORT:-55433}
 KAFKA_PORT=${EVENTSTORE_KAFKA_PORT:-59092}
 CONTROLLER_PORT=${EVENTSTORE_KAFKA_CONTROLLER_PORT:-59093}
 PG_HOME="$STATE/postgres"
@@ -71,9 +75,19 @@ choose_pg_home() {
         PG_HOME="$home/eventstore-$(printf '%s' "$ROOT" | md5sum | cut -c1-10)"
         ln -sfn "$PG_HOME" "$STATE/postgres"
     fi
-    PG_DATA="$PG_HOME/data"
-    PG_RUN="$PG_HOME/run"
-    PG_LOG="$PG_HOME/postgres.log"
+    use_cluster main
+}
+
+# Which cluster the PostgreSQL functions below act on: `main` (the tests' and benchmarks'
+# server) or `restore` (the second cluster, for the restore tests).
+use_cluster() {
+    if [ "$1" = main ]; then
+        PG_DATA="$PG_HOME/data"; PG_RUN="$PG_HOME/run"; PG_LOG="$PG_HOME/postgres.log"
+        CLUSTER_PORT=$PG_PORT
+    else
+        PG_DATA="$PG_HOME/restore-data"; PG_RUN="$PG_HOME/restore-run"
+        PG_LOG="$PG_HOME/restore.log"; CLUSTER_PORT=$PG_RESTORE_PORT
+    fi
 }
 
 pg_bindir() {
@@ -94,7 +108,7 @@ as_pg() {
 
 pg_running() { [ -n "$(pg_bindir)" ] && as_pg "$(pg_bindir)/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; }
 
-pg_ready() { "$(pg_bindir)/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -U "$DB_USER" -d postgres; }
+pg_ready() { "$(pg_bindir)/pg_isready" -q -h 127.0.0.1 -p "$CLUSTER_PORT" -U "$DB_USER" -d postgres; }
 
 start_postgres() {
     local bin; bin=$(pg_bindir) || die "PostgreSQL binaries not found after install"
@@ -107,7 +121,7 @@ start_postgres() {
         as_pg "$bin/initdb" -D "$PG_DATA" -U "$DB_USER" --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
         cat >>"$PG_DATA/postgresql.conf" <<EOF
 listen_addresses = '127.0.0.1'
-port = $PG_PORT
+port = $CLUSTER_PORT
 unix_socket_directories = '$PG_RUN'
 max_connections = 300
 shared_buffers = 256MB
@@ -116,15 +130,15 @@ EOF
     if pg_running; then
         log "PostgreSQL already running"
     else
-        port_open "$PG_PORT" && die "port $PG_PORT is taken by another process; set EVENTSTORE_PG_PORT"
-        log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
+        port_open "$CLUSTER_PORT" && die "port $CLUSTER_PORT is taken by another process; set EVENTSTORE_PG_PORT or EVENTSTORE_PG_RESTORE_PORT"
+        log "starting PostgreSQL on 127.0.0.1:$CLUSTER_PORT"
         as_pg "$bin/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t 60 start >/dev/null \
             || die "PostgreSQL did not start; see $PG_LOG"
     fi
     wait_for 60 PostgreSQL pg_ready || die "PostgreSQL does not answer; see $PG_LOG"
-    if ! "$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U "$DB_USER" -d postgres -tAc \
+    if ! "$bin/psql" -h 127.0.0.1 -p "$CLUSTER_PORT" -U "$DB_USER" -d postgres -tAc \
         "SELECT 1 FROM pg_database WHERE datname = '$DB_NAME'" | grep -q 1; then
-        "$bin/createdb" -h 127.0.0.1 -p "$PG_PORT" -U "$DB_USER" "$DB_NAME"
+        "$bin/createdb" -h 127.0.0.1 -p "$CLUSTER_PORT" -U "$DB_USER" "$DB_NAME"
     fi
 }
 
@@ -230,6 +244,8 @@ stop_kafka() {
 
 print_env() {
     echo "export EVENTSTORE_TEST_DATABASE_URL=postgresql://$DB_USER@127.0.0.1:$PG_PORT/$DB_NAME"
+    echo "export EVENTSTORE_TEST_RESTORE_DATABASE_URL=postgresql://$DB_USER@127.0.0.1:$PG_RESTORE_PORT/$DB_NAME"
+    echo "export EVENTSTORE_TEST_PG_BINDIR=$(pg_bindir)"
     echo "export EVENTSTORE_TEST_KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT"
     echo "export EVENTSTORE_TEST_KAFKA_CONTROL=$ROOT/scripts/services.sh"
 }
@@ -241,21 +257,28 @@ case "${1:-}" in
         command -v kcat >/dev/null || apt_install kcat
         choose_pg_home
         start_postgres
+        use_cluster restore; start_postgres; use_cluster main
         start_kafka
         print_env
         ;;
     stop-kafka) stop_kafka ;;
     start-kafka) start_kafka ;;
-    stop) choose_pg_home; stop_kafka; stop_postgres ;;
+    stop)
+        choose_pg_home; stop_kafka; stop_postgres
+        use_cluster restore; stop_postgres
+        ;;
     status)
         choose_pg_home
         if pg_running; then echo "postgres: running on 127.0.0.1:$PG_PORT"; else echo "postgres: stopped"; fi
+        use_cluster restore
+        if pg_running; then echo "postgres (restore target): running on 127.0.0.1:$PG_RESTORE_PORT"; else echo "postgres (restore target): stopped"; fi
         if kafka_running; then echo "kafka: running on 127.0.0.1:$KAFKA_PORT"; else echo "kafka: stopped"; fi
         ;;
     env) print_env ;;
     reset)
         choose_pg_home
         stop_kafka; stop_postgres
+        use_cluster restore; stop_postgres
         as_root rm -rf "$PG_HOME" "$STATE/postgres" "$KAFKA_DATA" "$KAFKA_LOGS"
         log "data removed (jars kept in $KAFKA_LIBS)"
         ;;

@@ -73,6 +73,33 @@ def kafka_bootstrap() -> Iterator[str]:
         yield container.get_bootstrap_server()
 
 
+@pytest.fixture(scope="session")
+def restore_target_url() -> Iterator[str]:
+    """A second, separate PostgreSQL cluster that the restore tests restore dumps into."""
+    url = os.environ.get("EVENTSTORE_TEST_RESTORE_DATABASE_URL")
+    if url:
+        yield url
+        return
+    if not _docker_answers():
+        _unavailable("a second PostgreSQL (EVENTSTORE_TEST_RESTORE_DATABASE_URL unset)")
+    from testcontainers.postgres import PostgresContainer
+
+    with PostgresContainer("postgres:16-alpine", driver=None) as container:
+        yield container.get_connection_url()
+
+
+@pytest.fixture(scope="session")
+def pg_bindir() -> str:
+    """Where pg_dump and pg_restore are (of the server's major version)."""
+    path = os.environ.get("EVENTSTORE_TEST_PG_BINDIR")
+    if path and (Path(path) / "pg_dump").exists():
+        return path
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_dump"))
+    if not found:
+        _unavailable("pg_dump (EVENTSTORE_TEST_PG_BINDIR unset)")
+    return str(found[-1].parent)
+
+
 def unique_name(prefix: str) -> str:
     """A name no other test uses (schemas, topics, consumer groups)."""
     return f"{prefix}_{uuid.uuid4().hex[:12]}"

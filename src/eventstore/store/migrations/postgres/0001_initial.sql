@@ -67,10 +67,12 @@ CREATE TABLE outbox (
 -- returned 11 and resumed "after 11" would never see 10. Here a position is built from the
 -- writing transaction's id instead: ((xid + base) << 16) + n for the n-th event of the batch
 -- (a batch holds at most 10,000 < 2^16 events). So position order is transaction-id order.
--- read_all() returns only rows whose tx_id is below the xmin of its snapshot: every
--- transaction below xmin has finished, and any transaction that may still commit has an id
--- >= xmin, hence positions above every row read_all() returned. Nothing can later appear
--- below a position a reader has passed.
+-- read_all() returns only positions below ((xmin + base) << 16), xmin being that of its
+-- snapshot: every transaction below xmin has finished, and any transaction that may still
+-- commit has an id >= xmin, hence positions at or above that bound. Nothing can later appear
+-- below a position a reader has passed. (The bound is on the position itself, not on tx_id:
+-- rows restored from another cluster's dump keep that cluster's tx_id, and must still be
+-- readable once `rebase_positions` has lifted the base above them.)
 --
 -- Nothing here is serialised: no lock, no shared counter; concurrent appends overlap fully.
 -- (A sequence read under an advisory lock gives the same ordering, but on this 2-core machine

@@ -37,3 +37,12 @@ def test_metadata_over_its_size_limit_is_refused(store: EventStore) -> None:
     with pytest.raises(EventValidationError, match="metadata") as caught:
         Event(**fields, metadata={"note": filler + "x"})
     assert "over the limit" in str(caught.value)
+
+
+@pytest.mark.parametrize("wrong", [None, "abc", {"id": "x"}, 42, [None], [{"id": "x"}]])
+def test_an_append_of_something_else_than_events_is_a_validation_error(
+    store: EventStore, wrong: object
+) -> None:
+    with pytest.raises(EventValidationError, match="events"):
+        store.append_events(wrong)  # type: ignore[arg-type]
+    assert all_events(store) == []

@@ -6,6 +6,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from eventstore.errors import ConfigurationError
+from eventstore.store._checks import as_batch
 from eventstore.store._checks import check_batch as validate_batch
 from eventstore.store._protocol import (
     MAX_READ_LIMIT,
@@ -36,6 +37,7 @@ __all__ = [
     "Outbox",
     "OutboxLease",
     "OutboxStatus",
+    "as_batch",
     "open_store",
     "sqlite_path",
     "validate_batch",

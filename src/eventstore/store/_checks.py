@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
 from eventstore.errors import EventValidationError, InvalidQueryError
@@ -12,6 +12,16 @@ from eventstore.store._protocol import MAX_READ_LIMIT
 
 MAX_BATCH_SIZE = 10_000
 """Largest number of events in one `append_events` call."""
+
+
+def as_batch(events: Iterable[Event]) -> list[Event]:
+    """The events of an append as a list; `EventValidationError` for anything else (a
+    string, a mapping, None), so that a wrong argument never surfaces as a TypeError."""
+    if isinstance(events, str | bytes | Mapping) or not isinstance(events, Iterable):
+        raise EventValidationError(
+            "events", f"must be a list of Event objects, not {type(events).__name__}"
+        )
+    return list(events)
 
 
 def check_batch(events: Sequence[Event]) -> None:

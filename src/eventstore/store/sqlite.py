@@ -26,6 +26,7 @@ from eventstore.errors import (
 )
 from eventstore.events import Event, encode_json
 from eventstore.store._checks import (
+    as_batch,
     check_batch,
     check_limit,
     check_position,
@@ -190,7 +191,7 @@ class SqliteEventStore(Closing):
         return self.append_events([event])[0]
 
     def append_events(self, events: Sequence[Event]) -> list[int]:
-        events = list(events)
+        events = as_batch(events)
         if not events:
             return []
         check_batch(events)

@@ -36,9 +36,17 @@ lint: $(BIN)/.installed
 
 check: lint test
 
-bench: $(BIN)/.installed services
+# The benchmarks also need the bench extra (the peer library bench/append.py compares with).
+# BENCH_ARGS passes options, e.g. make bench BENCH_ARGS="--quick" or "--only event,peer-sqlite".
+BENCH_ARGS ?=
+
+$(BIN)/.bench-installed: $(BIN)/.installed pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+bench: $(BIN)/.bench-installed services
 	eval "$$(scripts/services.sh env)" && $(BIN)/python bench/append.py \
-		--database-url "$$EVENTSTORE_TEST_DATABASE_URL"
+		--database-url "$$EVENTSTORE_TEST_DATABASE_URL" $(BENCH_ARGS)
 
 bench-publish: $(BIN)/.installed services
 	eval "$$(scripts/services.sh env)" && $(BIN)/python bench/publish.py \

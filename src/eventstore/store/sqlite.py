@@ -69,18 +69,17 @@ _OUTBOX_BATCH = (
     "FROM outbox o JOIN events e ON e.position = o.position "
     "WHERE o.bucket % :shards = :shard ORDER BY o.position LIMIT :limit"
 )
+# Each aggregate's latest event, one index probe per aggregate (to explain a conflict).
 _LATEST = (
-    "SELECT aggregate_id, version, aggregate_type FROM streams "
-    "WHERE aggregate_id IN (SELECT value FROM json_each(?))"
+    "SELECT j.value, e.version, e.aggregate_type FROM json_each(?) j JOIN events e "
+    "ON e.position = (SELECT position FROM events WHERE aggregate_id = j.value "
+    "ORDER BY version DESC LIMIT 1)"
 )
+_PREDECESSOR = "SELECT aggregate_type FROM events WHERE aggregate_id = ? AND version = ?"
 _INSERT_EVENT = (
     "INSERT INTO events (position, id, aggregate_id, aggregate_type, event_type, version, "
     "schema_version, timestamp, payload, metadata, recorded_at) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_UPSERT_STREAM = (
-    "INSERT INTO streams (aggregate_id, aggregate_type, version) VALUES (?, ?, ?) "
-    "ON CONFLICT (aggregate_id) DO UPDATE SET version = excluded.version"
 )
 
 
@@ -109,6 +108,10 @@ def _translate(error: sqlite3.Error, where: str) -> EventStoreError:
     # Anything else (a full disk, a read-only or corrupt file, ...) does not go away by
     # itself: not retriable.
     return EventStoreError(f"SQLite error in {where}: {text}; check the file and its disk")
+
+
+class _Rejected(Exception):
+    """An append that does not follow the stored history; rolls its transaction back."""
 
 
 class SqliteEventStore(Closing):
@@ -195,56 +198,69 @@ class SqliteEventStore(Closing):
         if not events:
             return []
         check_batch(events)
-        with self._transaction() as conn:
-            ids = json.dumps([e.id for e in events])
-            rows = conn.execute(_BY_IDS, (ids,))
-            stored = resolve_retry(events, {row[1]: event_from_row(row) for row in rows})
-            if stored is not None:
-                return stored
-            self._check_versions(conn, events)
-            first = conn.execute("SELECT coalesce(max(position), 0) + 1 FROM events").fetchone()[0]
-            now = _time_text(datetime.now(UTC))
-            positions = list(range(first, first + len(events)))
-            conn.executemany(
-                _INSERT_EVENT,
-                [
-                    (
-                        position,
-                        e.id,
-                        e.aggregate_id,
-                        e.aggregate_type,
-                        e.event_type,
-                        e.version,
-                        e.schema_version,
-                        _time_text(e.timestamp),
-                        encode_json(e.payload),
-                        encode_json(e.metadata),
-                        now,
-                    )
-                    for position, e in zip(positions, events, strict=True)
-                ],
-            )
-            last = {e.aggregate_id: e for e in events}
-            conn.executemany(
-                _UPSERT_STREAM,
-                [(e.aggregate_id, e.aggregate_type, e.version) for e in last.values()],
-            )
-            conn.executemany(
-                "INSERT INTO outbox (position, bucket, enqueued_at) VALUES (?, ?, ?)",
-                [
-                    (p, outbox_bucket(e.aggregate_id), now)
-                    for p, e in zip(positions, events, strict=True)
-                ],
-            )
-            return positions
+        # The common case costs no look-up beyond one index probe per aggregate continuing its
+        # history: insert, and let the unique keys catch a version taken or an id reused.
+        # Only when that fails (rolled back whole) is the batch compared with what is stored,
+        # to tell an idempotent retry from a duplicate id or a version conflict.
+        try:
+            with self._transaction() as conn:
+                return self._insert(conn, events)
+        except _Rejected as rejected:
+            with self._locked() as conn:
+                ids = json.dumps([e.id for e in events])
+                rows = conn.execute(_BY_IDS, (ids,)).fetchall()
+                stored = resolve_retry(events, {row[1]: event_from_row(row) for row in rows})
+                if stored is not None:
+                    return stored
+                latest = json.dumps(list(first_of_each(events)))
+                found = conn.execute(_LATEST, (latest,)).fetchall()
+            problem = explain_conflict(events, {row[0]: (row[1], row[2]) for row in found})
+            if problem is not None:
+                raise problem from None
+            raise EventStoreError(
+                f"SQLite refused the append in {self.path} ({rejected or 'no predecessor'}), "
+                "and nothing stored explains it; check the file (PRAGMA integrity_check)"
+            ) from None
 
-    @staticmethod
-    def _check_versions(conn: sqlite3.Connection, events: Sequence[Event]) -> None:
-        ids = json.dumps(list(first_of_each(events)))
-        rows = conn.execute(_LATEST, (ids,)).fetchall()
-        problem = explain_conflict(events, {row[0]: (row[1], row[2]) for row in rows})
-        if problem is not None:
-            raise problem
+    def _insert(self, conn: sqlite3.Connection, events: list[Event]) -> list[int]:
+        """Write the batch in the open write transaction; `_Rejected` when an aggregate's
+        first event of the batch does not follow a stored event of the same type."""
+        for event in first_of_each(events).values():
+            if event.version > 1:
+                row = conn.execute(_PREDECESSOR, (event.aggregate_id, event.version - 1)).fetchone()
+                if row is None or row[0] != event.aggregate_type:
+                    raise _Rejected
+        first = conn.execute("SELECT coalesce(max(position), 0) + 1 FROM events").fetchone()[0]
+        now = _time_text(datetime.now(UTC))
+        positions = list(range(first, first + len(events)))
+        rows = [
+            (
+                position,
+                e.id,
+                e.aggregate_id,
+                e.aggregate_type,
+                e.event_type,
+                e.version,
+                e.schema_version,
+                _time_text(e.timestamp),
+                encode_json(e.payload),
+                encode_json(e.metadata),
+                now,
+            )
+            for position, e in zip(positions, events, strict=True)
+        ]
+        try:
+            conn.executemany(_INSERT_EVENT, rows)
+        except sqlite3.IntegrityError as error:  # a version taken, an id reused
+            raise _Rejected(str(error)) from error
+        conn.executemany(
+            "INSERT INTO outbox (position, bucket, enqueued_at) VALUES (?, ?, ?)",
+            [
+                (p, outbox_bucket(e.aggregate_id), now)
+                for p, e in zip(positions, events, strict=True)
+            ],
+        )
+        return positions
 
     # -- reads ------------------------------------------------------------------------------
 

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.error import URLError
+from urllib.request import urlopen
 
 from kafka import KafkaConsumer
 
 from eventstore import Event, EventStore
 from eventstore.producer import KafkaPublisher, OutboxRelay, RelayMetrics, RelaySettings
+from eventstore.store import Outbox
 from tests.conftest import unique_name
 
 
@@ -83,14 +88,34 @@ def check_delivery(stored: list[Event], received: list[Received]) -> int:
     return sum(counts.values()) - len(counts)
 
 
-class RelayThread:
-    """An OutboxRelay working in a thread of this test, between start() and stop()."""
+class RecordingPublisher:
+    """The real KafkaPublisher, remembering which events the broker acknowledged."""
 
-    def __init__(self, store: EventStore, bootstrap: str, prefix: str, **settings: Any) -> None:
-        self.publisher = KafkaPublisher(bootstrap, topic_prefix=prefix, timeout=10)
-        self.relay = OutboxRelay(
-            store, self.publisher, RelaySettings(poll_interval=0.1, **settings), RelayMetrics()
+    def __init__(self, publisher: KafkaPublisher) -> None:
+        self._publisher = publisher
+        self.acknowledged: list[Event] = []
+
+    def publish(self, events: Sequence[Event]) -> None:
+        self._publisher.publish(events)
+        self.acknowledged.extend(events)
+
+    def ensure_topics(self, aggregate_types: Iterable[str]) -> list[str]:
+        return self._publisher.ensure_topics(aggregate_types)
+
+    def close(self) -> None:
+        self._publisher.close()
+
+
+class RelayThread:
+    """An OutboxRelay working in a thread of this test, between start() and stop()
+    (settings: RelaySettings fields; the poll interval defaults to 0.1 s here)."""
+
+    def __init__(self, store: Outbox, bootstrap: str, prefix: str, **settings: Any) -> None:
+        self.publisher = RecordingPublisher(
+            KafkaPublisher(bootstrap, topic_prefix=prefix, timeout=10)
         )
+        options: dict[str, Any] = {"poll_interval": 0.1, **settings}
+        self.relay = OutboxRelay(store, self.publisher, RelaySettings(**options), RelayMetrics())
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
         self._thread = threading.Thread(target=self._run, name="relay", daemon=True)
@@ -119,11 +144,47 @@ class RelayThread:
         assert not self._thread.is_alive(), "the relay did not stop"
         assert not self._errors, self._errors
 
+    def ended_with(self, timeout: float) -> BaseException | None:
+        """Wait up to `timeout` seconds for the relay to end on its own (its `run()` raised
+        or returned); its error, if any. Fails if it is still running."""
+        self._thread.join(timeout)
+        running = self._thread.is_alive()
+        if running:
+            self._stop.set()
+            self._thread.join(timeout=30)
+        self.publisher.close()
+        assert not running, f"the relay was still running after {timeout}s"
+        return self._errors[0] if self._errors else None
+
     def __enter__(self) -> RelayThread:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout: float = 30) -> None:
+    """Poll `condition` until it holds; fail after `timeout` seconds, naming `what`."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        time.sleep(0.02)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a child process's metrics server)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def scrape(port: int) -> str:
+    """The Prometheus text a metrics server on 127.0.0.1 serves ('' while it is not up)."""
+    try:
+        with urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+    except (URLError, ConnectionError):
+        return ""
 
 
 def wait_until_drained(store: EventStore, timeout: float = 90) -> None:

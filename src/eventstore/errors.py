@@ -113,3 +113,12 @@ class PublishError(EventStoreError):
 
 class UpcastError(EventStoreError):
     """An upcaster failed or its chain has a hole; the message names the event and the step."""
+
+
+class OutcomeUnknownError(EventStoreError, TimeoutError):
+    """No answer came from the producer within its timeout: the events may or may not be
+    stored (a transaction in progress can still commit them). Resending the very same events
+    (same ids, same content) is safe: an exact resend is idempotent and returns the positions
+    of the events already stored."""
+
+    retriable = True

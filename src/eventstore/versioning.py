@@ -79,7 +79,14 @@ class Upcasters:
                     f"upcasting {event.event_type} v{version} -> v{version + 1} failed for "
                     f"event {event.id}: {error!r}"
                 ) from error
+            if not isinstance(payload, dict):
+                raise UpcastError(
+                    f"the upcaster of {event.event_type} v{version} -> v{version + 1} returned "
+                    f"a {type(payload).__name__}, not a dict, for event {event.id}; return the "
+                    "new payload as a dict"
+                )
             version += 1
+        # model_copy freezes the new payload like every event's (events are immutable).
         return event.model_copy(update={"payload": payload, "schema_version": version})
 
 

@@ -1,9 +1,15 @@
-"""EventProducer on every store backend: validation, group commit, one answer per caller."""
+"""EventProducer on every store backend: validation, group commit, one answer per caller.
+
+Groups are formed deterministically where a test depends on them: the committer is held
+inside one append (`SpyStore.hold`) while the test queues the requests it wants grouped, so
+they all wait in the queue and go in the committer's next transaction.
+"""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -14,29 +20,113 @@ from eventstore import (
     DuplicateEventError,
     Event,
     EventStore,
+    EventStoreError,
     EventValidationError,
+    MigrationError,
+    StoreUnavailableError,
 )
-from eventstore.producer import Change, EventProducer
+from eventstore.errors import ImmutableEventError, StoreBusyError
+from eventstore.producer import Change, EventProducer, OutcomeUnknownError
 from eventstore.versioning import PayloadSchemas
 from tests.contract.test_store_contract import all_events
 from tests.helpers import event, history
 
+# Tests of the producer's own timing run on one backend: the store's part is the same.
+sqlite_only = pytest.mark.parametrize("backend", ["sqlite"])
 
-class CountingStore:
-    """The real store, counting its append transactions (to see groups form)."""
+
+class SpyStore:
+    """The real store, recording the events of each append transaction. `hold()` makes the
+    next append wait until `let_go()`; `fail_next(...)` makes the next appends raise those
+    errors; `refuse(aggregate_id, error)` makes every append touching it raise `error`."""
 
     def __init__(self, store: EventStore) -> None:
         self._store = store
-        self.appends = 0
-        self.events_per_append: list[int] = []
+        self.calls: list[list[Event]] = []
+        self.holding = threading.Event()
+        self._release = threading.Event()
+        self._hold_next = False
+        self._failures: list[EventStoreError] = []
+        self._refused: dict[str, EventStoreError] = {}
 
     def append_events(self, events: Sequence[Event]) -> list[int]:
-        self.appends += 1
-        self.events_per_append.append(len(events))
+        self.calls.append(list(events))
+        if self._failures:
+            raise self._failures.pop(0)
+        refused = [self._refused[e.aggregate_id] for e in events if e.aggregate_id in self._refused]
+        if refused:
+            raise refused[0]
+        if self._hold_next:
+            self._hold_next = False
+            self.holding.set()
+            assert self._release.wait(30), "the test never let the held append go"
         return self._store.append_events(events)
+
+    def hold(self) -> None:
+        self._release.clear()
+        self.holding.clear()
+        self._hold_next = True
+
+    def let_go(self) -> None:
+        self._release.set()
+
+    def fail_next(self, *errors: EventStoreError) -> None:
+        self._failures.extend(errors)
+
+    def refuse(self, aggregate_id: str, error: EventStoreError) -> None:
+        self._refused[aggregate_id] = error
+
+    def aggregates(self, call: int) -> list[str]:
+        """The aggregates of the events of one append, in order."""
+        return [e.aggregate_id for e in self.calls[call]]
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
+
+
+class Call:
+    """Runs `fn(*args)` in a thread of its own; `outcome()` is its result or its exception."""
+
+    def __init__(self, fn: Callable[..., object], *args: object) -> None:
+        self._outcome: object = None
+        self._thread = threading.Thread(target=self._run, args=(fn, args), daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Callable[..., object], args: tuple[object, ...]) -> None:
+        try:
+            self._outcome = fn(*args)
+        except BaseException as error:
+            self._outcome = error
+
+    def outcome(self, timeout: float = 30) -> object:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), f"the call did not return within {timeout}s"
+        return self._outcome
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
+
+
+def publish_in_one_group(
+    producer: EventProducer, spy: SpyStore, batches: dict[str, list[Event]]
+) -> dict[str, object]:
+    """Publish each batch from a thread of its own, in order, while the committer is held
+    inside another append; all of them wait in the queue, so they form the committer's next
+    group (`spy.calls[1]`, after the held append). Returns each answer (positions or error)."""
+    spy.hold()
+    warm_up = Call(producer.publish, event("warm-up", 1))
+    wait_for(spy.holding.is_set, "the committer to enter its append")
+    calls: dict[str, Call] = {}
+    for name, events in batches.items():
+        calls[name] = Call(producer.publish_many, events)
+        wait_for(lambda: producer.queued == len(calls), f"{name} to be queued")
+    spy.let_go()
+    assert isinstance(warm_up.outcome(), int)
+    return {name: call.outcome() for name, call in calls.items()}
 
 
 def schemas(strict: bool = False) -> PayloadSchemas:
@@ -50,6 +140,9 @@ def schemas(strict: bool = False) -> PayloadSchemas:
     return registry
 
 
+# -- storing and grouping -------------------------------------------------------------------
+
+
 def test_published_events_are_stored_and_queued_for_kafka(store: EventStore) -> None:
     with EventProducer(store, schemas=schemas()) as producer:
         first = producer.publish(event("p", 1))
@@ -59,8 +152,8 @@ def test_published_events_are_stored_and_queued_for_kafka(store: EventStore) -> 
 
 
 def test_32_threads_share_transactions_and_each_gets_its_own_answer(store: EventStore) -> None:
-    counting = CountingStore(store)
-    producer = EventProducer(counting, max_batch=200)
+    spy = SpyStore(store)
+    producer = EventProducer(spy, max_batch=200)
     threads_count, per_thread = 32, 15
     results: dict[int, list[object]] = {}
     barrier = threading.Barrier(threads_count)
@@ -100,46 +193,215 @@ def test_32_threads_share_transactions_and_each_gets_its_own_answer(store: Event
     conflicts = [o for o in outcomes if isinstance(o, ConcurrencyError)]
     assert len(wins) == len(stored) == len(set(wins))
     assert len(wins) + len(conflicts) == len(outcomes), "every caller gets a position or a conflict"
-    assert counting.appends < len(outcomes), "concurrent publishes must share transactions"
-    assert max(counting.events_per_append) > 1
+    assert len(spy.calls) < len(outcomes), "concurrent publishes must share transactions"
+    assert max(len(c) for c in spy.calls) > 1
 
 
 def test_a_conflicting_request_fails_alone_and_its_group_commits(store: EventStore) -> None:
     store.append_event(event("taken", 1))
-    counting = CountingStore(store)
-    producer = EventProducer(counting, linger=0.3, committers=1)
-    answers: dict[str, object] = {}
-
-    def send(name: str, e: Event) -> None:
-        try:
-            answers[name] = producer.publish(e)
-        except Exception as error:
-            answers[name] = error
-
-    threads = [
-        threading.Thread(target=send, args=("ok-1", event("a", 1))),
-        threading.Thread(target=send, args=("conflict", event("taken", 1))),
-        threading.Thread(target=send, args=("ok-2", event("b", 1))),
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    producer.close()
+    spy = SpyStore(store)
+    with EventProducer(spy) as producer:
+        answers = publish_in_one_group(
+            producer,
+            spy,
+            {"ok-1": [event("a", 1)], "conflict": [event("taken", 1)], "ok-2": [event("b", 1)]},
+        )
     assert isinstance(answers["conflict"], ConcurrencyError)
-    assert isinstance(answers["ok-1"], int) and isinstance(answers["ok-2"], int)
-    assert {e.aggregate_id for e in all_events(store)} == {"taken", "a", "b"}
+    assert answers["conflict"].aggregate_id == "taken"
+    assert isinstance(answers["ok-1"], list) and isinstance(answers["ok-2"], list)
+    # The three went as one transaction, which failed on the conflict; the other two then
+    # went together, without it.
+    assert [spy.aggregates(c) for c in (1, 2)] == [["a", "taken", "b"], ["a", "b"]]
+    assert len(spy.calls) == 3
+    assert {e.aggregate_id for e in all_events(store)} == {"warm-up", "taken", "a", "b"}
 
 
 def test_resends_in_a_group_get_their_stored_positions(store: EventStore) -> None:
-    producer = EventProducer(store)
     sent = event("p", 1)
-    position = producer.publish(sent)
-    assert producer.publish(sent) == position
-    with pytest.raises(DuplicateEventError):
-        producer.publish(sent.model_copy(update={"payload": {"x": 9, "y": 9}}))
+    [position] = store.append_events([sent])
+    spy = SpyStore(store)
+    changed = event("r", 1)
+    store.append_event(changed)
+    with EventProducer(spy) as producer:
+        answers = publish_in_one_group(
+            producer,
+            spy,
+            {
+                "resend": [sent],
+                "new": [event("q", 1)],
+                "changed": [changed.model_copy(update={"payload": {"x": 9, "y": 9}})],
+            },
+        )
+    assert spy.aggregates(1) == ["p", "q", "r"], "the three were grouped"
+    assert answers["resend"] == [position]
+    assert isinstance(answers["new"], list)
+    assert isinstance(answers["changed"], DuplicateEventError)
+    assert [e.aggregate_id for e in all_events(store)] == ["p", "r", "warm-up", "q"]
+
+
+@sqlite_only
+def test_linger_keeps_a_group_open_for_requests_that_come_later(store: EventStore) -> None:
+    spy = SpyStore(store)
+    with EventProducer(spy, linger=3.0) as producer:
+        calls: list[Call] = []
+        for name in ("a", "b", "c"):
+            calls.append(Call(producer.publish, event(name, 1)))
+            wait_for(lambda: producer.queued == len(calls), f"{name} to be queued")
+            # The spacing is what this test is about (requests that arrive while a group
+            # lingers), not a synchronisation: each request waits to be queued above.
+            time.sleep(0.05)
+        assert all(isinstance(call.outcome(), int) for call in calls)
+    assert [len(c) for c in spy.calls] == [3], "three requests within the linger: one group"
+
+
+@sqlite_only
+def test_linger_runs_from_a_groups_first_request(store: EventStore) -> None:
+    """Requests that keep coming do not hold a group open past its first request's linger:
+    10 requests 0.2 s apart, with linger 0.5 s, cannot all be in one group."""
+    spy = SpyStore(store)
+    with EventProducer(spy, linger=0.5) as producer:
+        calls = []
+        for n in range(10):
+            calls.append(Call(producer.publish, event(f"p{n}", 1)))
+            time.sleep(0.2)  # the arrival rate under test
+        assert all(isinstance(call.outcome(), int) for call in calls)
+    assert len(spy.calls) >= 2 and sum(len(c) for c in spy.calls) == 10
+
+
+@sqlite_only
+def test_a_group_goes_without_waiting_once_max_batch_events_are_queued(
+    store: EventStore,
+) -> None:
+    spy = SpyStore(store)
+    with EventProducer(spy, linger=600, max_batch=4) as producer:
+        first = Call(producer.publish_many, history("a", 2))
+        wait_for(lambda: producer.queued == 1, "the first request to be queued")
+        second = Call(producer.publish_many, history("b", 2))
+        # Two requests, four events: the batch is full, the linger of 600 s is cut short.
+        assert isinstance(first.outcome(timeout=20), list)
+        assert isinstance(second.outcome(timeout=20), list)
+    assert [len(c) for c in spy.calls] == [4]
+
+
+def test_a_group_holds_at_most_max_batch_events(store: EventStore) -> None:
+    spy = SpyStore(store)
+    with EventProducer(spy, max_batch=5) as producer:
+        answers = publish_in_one_group(
+            producer, spy, {name: history(name, 2) for name in ("a", "b", "c", "d")}
+        )
+    assert all(isinstance(a, list) for a in answers.values())
+    assert [len(c) for c in spy.calls[1:]] == [4, 4], "5 events: two requests of 2 per group"
+
+
+# -- failures -------------------------------------------------------------------------------
+
+
+def test_a_failure_while_grouping_answers_the_callers_and_the_producer_goes_on(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    producer = EventProducer(store)
+    failures = [RuntimeError("a bug in grouping")]
+    take_group = producer._requests.take_group
+
+    def broken() -> Any:
+        if failures:
+            raise failures.pop()
+        return take_group()
+
+    monkeypatch.setattr(producer._requests, "take_group", broken)
+    answer = Call(producer.publish, event("p", 1)).outcome()
+    assert isinstance(answer, EventStoreError) and "send them again" in str(answer)
+    assert isinstance(answer.__cause__, RuntimeError)
+    assert all_events(store) == []
+    position = producer.publish(event("p", 1))  # the committer is still serving
     producer.close()
+    assert [e.position for e in all_events(store)] == [position]
+
+
+def test_a_caller_waits_at_most_its_timeout_then_hears_the_outcome_is_unknown(
+    store: EventStore,
+) -> None:
+    spy = SpyStore(store)
+    sent = event("p", 1)
+    spy.hold()
+    producer = EventProducer(spy, timeout=0.5)
+    with pytest.raises(OutcomeUnknownError) as caught:
+        producer.publish(sent)
+    assert caught.value.retriable and "resending the same events" in str(caught.value)
+    spy.let_go()  # the transaction goes on and commits after all
+    producer.close()
+    [stored] = all_events(store)
+    with EventProducer(store) as again:
+        assert again.publish(sent) == stored.position, "the resend is safe"
     assert len(all_events(store)) == 1
+
+
+def test_a_retriable_error_is_retried_for_the_whole_group(store: EventStore) -> None:
+    spy = SpyStore(store)
+    busy = StoreBusyError("serialization failures kept recurring")
+    down = StoreUnavailableError("the connection was lost")
+    with EventProducer(spy) as producer:
+        spy.hold()
+        warm_up = Call(producer.publish, event("warm-up", 1))
+        wait_for(spy.holding.is_set, "the committer to enter its append")
+        spy.fail_next(busy, down)  # the next two appends: the group's
+        calls = [Call(producer.publish, event(name, 1)) for name in ("a", "b")]
+        wait_for(lambda: producer.queued == 2, "both requests to be queued")
+        spy.let_go()
+        answers = [warm_up.outcome(), *(call.outcome() for call in calls)]
+    assert all(isinstance(a, int) for a in answers), answers
+    assert [spy.aggregates(c) for c in range(1, 4)] == [["a", "b"]] * 3, "retried as a group"
+    assert len(all_events(store)) == 3
+
+
+@sqlite_only
+def test_retriable_errors_fail_the_callers_once_the_retry_timeout_is_over(
+    store: EventStore,
+) -> None:
+    spy = SpyStore(store)
+    spy.refuse("p", StoreUnavailableError("the database is down"))
+    with (
+        EventProducer(spy, retry_timeout=0.5) as producer,
+        pytest.raises(StoreUnavailableError),
+    ):
+        producer.publish(event("p", 1))
+    assert len(spy.calls) > 2, "retried before giving up"
+    assert all_events(store) == []
+
+
+def test_an_error_that_is_not_retriable_is_never_retried(store: EventStore) -> None:
+    spy = SpyStore(store)
+    spy.fail_next(MigrationError("the event store tables are missing"))
+    with EventProducer(spy) as producer, pytest.raises(MigrationError):
+        producer.publish(event("p", 1))
+    assert len(spy.calls) == 1
+
+
+def test_an_error_that_is_not_retriable_fails_only_the_requests_it_concerns(
+    store: EventStore,
+) -> None:
+    spy = SpyStore(store)
+    refused = ImmutableEventError("refused by a trigger")
+    spy.refuse("poison", refused)
+    with EventProducer(spy) as producer:
+        answers = publish_in_one_group(
+            producer,
+            spy,
+            {"a": [event("a", 1)], "poison": [event("poison", 1)], "b": [event("b", 1)]},
+        )
+    assert answers["poison"] is refused
+    assert isinstance(answers["a"], list) and isinstance(answers["b"], list)
+    # The group failed as a whole, then each request went alone.
+    assert [spy.aggregates(c) for c in range(1, 5)] == [
+        ["a", "poison", "b"],
+        ["a"],
+        ["poison"],
+        ["b"],
+    ]
+    assert {e.aggregate_id for e in all_events(store)} == {"warm-up", "a", "b"}
+
+
+# -- validation and the update loop ---------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -153,12 +415,14 @@ def test_resends_in_a_group_get_their_stored_positions(store: EventStore) -> Non
 def test_bad_payloads_are_refused_before_anything_is_stored(
     store: EventStore, bad: Event, field: str, rule: str
 ) -> None:
+    spy = SpyStore(store)
     with (
-        EventProducer(store, schemas=schemas(strict=True)) as producer,
+        EventProducer(spy, schemas=schemas(strict=True)) as producer,
         pytest.raises(EventValidationError) as caught,
     ):
         producer.publish_many([event("ok", 1), bad])
     assert caught.value.field == field and rule in caught.value.rule
+    assert spy.calls == [], "refused before reaching the store"
     assert all_events(store) == [] and store.outbox_batch(10) == []
 
 
@@ -186,18 +450,4 @@ def test_update_gives_up_after_its_attempts(store: EventStore) -> None:
 
     with EventProducer(store) as producer, pytest.raises(ConcurrencyError):
         producer.update("Player", "p", always_late, attempts=2)
-
-
-def test_an_oversize_payload_is_refused_before_it_reaches_the_producer(store: EventStore) -> None:
-    from eventstore.events import MAX_PAYLOAD_BYTES
-
-    with pytest.raises(EventValidationError) as caught:
-        Event.new(
-            aggregate_type="Player",
-            aggregate_id="p",
-            event_type="PlayerMoved",
-            version=1,
-            payload={"blob": "x" * MAX_PAYLOAD_BYTES},
-        )
-    assert caught.value.field == "payload" and "over the limit" in caught.value.rule
-    assert all_events(store) == [] and store.outbox_batch(10) == []
+    assert [e.version for e in store.get_events_by_aggregate("p")] == [1, 2]

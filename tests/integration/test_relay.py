@@ -9,17 +9,36 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from eventstore import ConcurrencyError, EventStore
+from eventstore import (
+    ConcurrencyError,
+    Event,
+    EventStore,
+    MigrationError,
+    StoreUnavailableError,
+    open_store,
+)
 from eventstore.producer import EventProducer
-from tests.conftest import _unavailable, unique_name
+from tests.conftest import StoreFactory, _unavailable, drop_schema, unique_name
 from tests.contract.test_store_contract import all_events
 from tests.helpers import event
-from tests.kafka_helpers import RelayThread, check_delivery, read_topics, wait_until_drained
+from tests.kafka_helpers import (
+    RelayThread,
+    check_delivery,
+    free_port,
+    read_topics,
+    scrape,
+    wait_for,
+    wait_until_drained,
+)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.kafka]
 
@@ -226,8 +245,9 @@ def test_a_relay_killed_mid_stream_loses_nothing(
             time.sleep(0.05)
         first.send_signal(signal.SIGKILL)
         first.communicate(timeout=10)
-        assert writer.published < 30 * 60, "the writers must still be writing at the kill"
-        time.sleep(1.0)  # appends go on with no relay at all
+        at_kill = writer.published
+        assert at_kill < 30 * 60, "the writers must still be writing at the kill"
+        wait_for(lambda: writer.published >= at_kill + 100, "appends with no relay at all")
         second = relay_process(postgres_url, pg_schema, kafka_bootstrap, prefix)
     try:
         wait_until_drained(store)
@@ -248,7 +268,9 @@ def test_a_broker_outage_of_20_seconds_delays_but_loses_nothing(
 ) -> None:
     with RelayThread(store, kafka_bootstrap, prefix, batch_size=200) as relay:
         with Writer(store, aggregates=10, per_aggregate=120, threads=2, pause=0.02) as writer:
-            time.sleep(2)
+            wait_for(
+                lambda: relay.metric("eventstore_relay_published_events_total") > 0, "a first batch"
+            )
             subprocess.run([kafka_control, "stop-kafka"], check=True, timeout=60)
             try:
                 during = writer.published
@@ -332,7 +354,186 @@ def test_the_relay_creates_its_topics_at_start_and_serves_metrics(
             "eventstore_outbox_depth" in metrics
             and "eventstore_outbox_oldest_age_seconds" in metrics
         )
+        assert "eventstore_log_horizon_lag_seconds" in metrics
+        assert "eventstore_log_events_behind" in metrics
     finally:
         relay.send_signal(signal.SIGTERM)
         output, _ = relay.communicate(timeout=30)
     assert relay.returncode == 0, output
+
+
+# -- failures that retrying cannot heal ---------------------------------------------------
+
+
+def test_a_relay_on_a_store_without_tables_stops_with_a_migration_error(
+    store_factory: StoreFactory, kafka_bootstrap: str, prefix: str
+) -> None:
+    unmigrated = store_factory(migrate=False, fresh=True)
+    relay = RelayThread(unmigrated, kafka_bootstrap, prefix).start()
+    error = relay.ended_with(timeout=30)
+    assert isinstance(error, MigrationError), error
+    assert relay.metric("eventstore_relay_publish_errors_total") == 0
+    assert relay.metric("eventstore_relay_active") == 0
+
+
+class FlakyOutbox:
+    """The real store, whose outbox reads fail `failures` times as if the database were
+    briefly unreachable."""
+
+    def __init__(self, store: EventStore, failures: int) -> None:
+        self._store = store
+        self.failures = failures
+
+    def outbox_batch(self, limit: int, *, shard: int = 0, shards: int = 1) -> list[Event]:
+        if self.failures:
+            self.failures -= 1
+            raise StoreUnavailableError("PostgreSQL is unavailable (injected)")
+        return self._store.outbox_batch(limit, shard=shard, shards=shards)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def test_database_errors_are_retried_and_not_counted_as_publish_errors(
+    store: EventStore, kafka_bootstrap: str, prefix: str
+) -> None:
+    store.append_event(event("p", 1))
+    flaky = FlakyOutbox(store, failures=3)
+    with RelayThread(flaky, kafka_bootstrap, prefix) as relay:
+        wait_until_drained(store)
+        assert flaky.failures == 0
+        assert relay.metric("eventstore_relay_publish_errors_total") == 0
+        assert relay.metric("eventstore_relay_published_events_total") == 1
+
+
+def test_the_relay_command_exits_with_the_error_when_the_tables_are_missing(
+    postgres_url: str, kafka_bootstrap: str, prefix: str
+) -> None:
+    never_created = unique_name("t")
+    relay = relay_process(postgres_url, never_created, kafka_bootstrap, prefix)
+    try:
+        output, _ = relay.communicate(timeout=60)
+    finally:
+        if relay.poll() is None:
+            relay.kill()
+            relay.communicate()
+    assert relay.returncode == 1, output
+    assert "error: the event store tables are missing" in output, output
+    assert output.count("Traceback") == 0
+
+
+# -- leases, wake-ups and shards -----------------------------------------------------------
+
+
+def stop_process(process: subprocess.Popen[str]) -> None:
+    """SIGTERM, then SIGKILL if it does not end within 30 s."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+
+
+def relay_is_active(port: int) -> bool:
+    return "eventstore_relay_active 1.0" in scrape(port)
+
+
+def test_the_standby_process_takes_over_when_the_active_one_is_killed(
+    store: EventStore, kafka_bootstrap: str, prefix: str, postgres_url: str, pg_schema: str
+) -> None:
+    ports = [free_port(), free_port()]
+    relays = [
+        relay_process(postgres_url, pg_schema, kafka_bootstrap, prefix, "--metrics-port", str(port))
+        for port in ports
+    ]
+    try:
+        store.append_event(event("before", 1))
+        wait_until_drained(store, timeout=60)
+        wait_for(lambda: sum(map(relay_is_active, ports)) == 1, "exactly one active relay")
+        active = 0 if relay_is_active(ports[0]) else 1
+        standby = 1 - active
+        assert relays[standby].poll() is None, "the standby must be running"
+        relays[active].send_signal(signal.SIGKILL)
+        relays[active].communicate(timeout=10)
+        store.append_event(event("after", 1))
+        wait_until_drained(store, timeout=30)  # only the standby can have published it
+        assert relay_is_active(ports[standby])
+    finally:
+        for relay in relays:
+            stop_process(relay)
+    stored = all_events(store)
+    received = read_topics(kafka_bootstrap, [player_topic(prefix)], expect=len(stored))
+    assert check_delivery(stored, received) == 0
+
+
+@pytest.fixture
+def long_schema(postgres_url: str) -> Iterator[str]:
+    """A schema whose name is 60 characters long (PostgreSQL allows 63)."""
+    name = (unique_name("t") + "_" + "x" * 60)[:60]
+    yield name
+    drop_schema(postgres_url, name)
+
+
+def test_an_append_wakes_the_relay_at_once_even_for_a_long_schema_name(
+    postgres_url: str, long_schema: str, kafka_bootstrap: str, prefix: str
+) -> None:
+    """With polls 30 s apart, only the append's NOTIFY can bring each event out in time."""
+    assert len(long_schema) == 60
+    with open_store(postgres_url, schema=long_schema) as store:
+        store.migrate()
+        with RelayThread(store, kafka_bootstrap, prefix, poll_interval=30) as relay:
+            wait_for(lambda: relay.active, "the relay to be active")
+            with EventProducer(store) as producer:
+                for version in (1, 2, 3):
+                    producer.publish(event("p", version))
+                    wait_until_drained(store, timeout=10)
+        stored = all_events(store)
+    received = read_topics(kafka_bootstrap, [player_topic(prefix)], expect=3)
+    assert check_delivery(stored, received) == 0
+
+
+def test_each_shard_is_published_by_its_own_relay_only(
+    store: EventStore, kafka_bootstrap: str, prefix: str
+) -> None:
+    relays = [RelayThread(store, kafka_bootstrap, prefix, shard=n, shards=2) for n in (0, 1)]
+    for relay in relays:
+        relay.start()
+    try:
+        wait_for(lambda: all(r.active for r in relays), "both shards to have an active relay")
+        with Writer(store, aggregates=40, per_aggregate=5):
+            pass
+        wait_until_drained(store)
+    finally:
+        for relay in relays:
+            relay.stop()
+    stored = all_events(store)
+    for shard, relay in enumerate(relays):
+        # The shard of an aggregate, as the design defines it (not as the code computes it).
+        mine = {e.id for e in stored if zlib.crc32(e.aggregate_id.encode()) % 256 % 2 == shard}
+        sent = Counter(e.id for e in relay.publisher.acknowledged)
+        assert set(sent) == mine, f"shard {shard} published events of the other shard"
+        assert set(sent.values()) == {1}
+    assert len(relays[0].publisher.acknowledged) + len(relays[1].publisher.acknowledged) == 200
+    received = read_topics(kafka_bootstrap, [player_topic(prefix)], expect=len(stored))
+    assert check_delivery(stored, received) == 0
+
+
+# -- metrics ------------------------------------------------------------------------------
+
+
+def test_the_relay_exports_how_far_readers_of_the_global_log_lag(
+    store: EventStore, kafka_bootstrap: str, prefix: str, postgres_url: str
+) -> None:
+    with RelayThread(store, kafka_bootstrap, prefix, status_interval=0.05) as relay:
+        wait_for(lambda: relay.active, "the relay to be active")
+        with psycopg.connect(postgres_url) as holder:
+            # An open transaction with an id holds the horizon of every reader back.
+            holder.execute("SELECT pg_current_xact_id()")
+            store.append_event(event("p", 1))
+            wait_for(lambda: relay.metric("eventstore_log_events_behind") >= 1, "events behind")
+            wait_for(lambda: relay.metric("eventstore_log_horizon_lag_seconds") > 0, "the lag")
+            holder.rollback()
+        wait_for(lambda: relay.metric("eventstore_log_events_behind") == 0, "the log caught up")
+        assert relay.metric("eventstore_log_horizon_lag_seconds") == 0

@@ -1,12 +1,28 @@
-"""Producers: validate and store events (group commit), and relay the outbox to Kafka."""
+"""Producers: validate and store events (group commit), and relay the outbox to Kafka.
 
-from eventstore.errors import PublishError
-from eventstore.producer._kafka import KafkaPublisher
-from eventstore.producer._metrics import RelayMetrics
+`KafkaPublisher` (kafka-python) and `RelayMetrics` (prometheus_client) load on first use, so
+that importing the package, or storing events through `EventProducer`, needs neither.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from eventstore.errors import OutcomeUnknownError, PublishError
 from eventstore.producer._producer import Change, EventProducer
 from eventstore.producer._relay import OutboxRelay, Publisher, RelaySettings
 from eventstore.producer._topics import events_topic, snake_case
 from eventstore.producer._wire import Message, from_message, to_message
+
+if TYPE_CHECKING:
+    from eventstore.producer._kafka import KafkaPublisher
+    from eventstore.producer._metrics import RelayMetrics
+
+_LAZY = {
+    "KafkaPublisher": "eventstore.producer._kafka",
+    "RelayMetrics": "eventstore.producer._metrics",
+}
 
 __all__ = [
     "Change",
@@ -14,6 +30,7 @@ __all__ = [
     "KafkaPublisher",
     "Message",
     "OutboxRelay",
+    "OutcomeUnknownError",
     "PublishError",
     "Publisher",
     "RelayMetrics",
@@ -23,3 +40,16 @@ __all__ = [
     "snake_case",
     "to_message",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups find it directly
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -9,20 +9,49 @@ from typing import Any
 
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import (
+    InvalidConfigurationError,
+    InvalidPartitionsError,
+    InvalidReplicationFactorError,
+    InvalidTopicError,
+    KafkaError,
+    PolicyViolationError,
+    TopicAlreadyExistsError,
+)
 
-from eventstore.errors import PublishError
+from eventstore.errors import ConfigurationError, PublishError
 from eventstore.events import Event
-from eventstore.producer._topics import check_prefix, events_topic
+from eventstore.producer._topics import check_prefix, events_topic, topic_configs
 from eventstore.producer._wire import to_message
 
 log = logging.getLogger(__name__)
+
+# The broker refuses these topics as asked (more replicas than brokers, a bad config): asking
+# again cannot help, so they are configuration errors, not retriable publish errors.
+_REFUSED_TOPIC = (
+    InvalidConfigurationError,
+    InvalidPartitionsError,
+    InvalidReplicationFactorError,
+    InvalidTopicError,
+    PolicyViolationError,
+)
+
+
+def new_topic(name: str, partitions: int, replication_factor: int) -> NewTopic:
+    """An event topic as we create it (its configs: `topic_configs`)."""
+    return NewTopic(
+        name, partitions, replication_factor, topic_configs=topic_configs(replication_factor)
+    )
 
 
 class KafkaPublisher:
     """Sends batches of stored events and returns only once the broker acknowledged all of
     them (acks=all, idempotent producer, one request in flight per connection, so a
     partition never sees a later event of an aggregate before an earlier one).
+
+    Topics it creates with a replication factor of 3 or more require a majority of replicas
+    in sync (`topic_configs`), so an acknowledged event survives the loss of a broker; with
+    fewer replicas it warns that this is for development only.
 
     After any failure the producer is discarded and a fresh one is made for the retry; the
     retry may re-send events that did reach the broker (same event id, same order), which
@@ -50,6 +79,12 @@ class KafkaPublisher:
         }
         self._producer: KafkaProducer | None = None
         self._topics: dict[str, str] = {}  # aggregate type -> its topic, known to exist
+        if replication_factor < 3:
+            log.warning(
+                "topics are created with replication factor %d: an acknowledged event can be "
+                "lost with a broker; this is for development (use 3 or more in production)",
+                replication_factor,
+            )
 
     def _get_producer(self) -> KafkaProducer:
         if self._producer is None:
@@ -81,16 +116,28 @@ class KafkaPublisher:
         try:
             missing = sorted(wanted - set(admin.list_topics()))
             if missing:
-                new = [NewTopic(t, self.partitions, self.replication_factor) for t in missing]
                 with contextlib.suppress(TopicAlreadyExistsError):  # another relay was first
-                    admin.create_topics(new, timeout_ms=int(self.timeout * 1000))
+                    admin.create_topics(
+                        self.new_topics(missing), timeout_ms=int(self.timeout * 1000)
+                    )
                 log.info("created topics %s", ", ".join(missing))
+        except _REFUSED_TOPIC as error:
+            raise ConfigurationError(
+                f"Kafka refused to create topics {sorted(wanted)} with {self.partitions} "
+                f"partitions and replication factor {self.replication_factor} "
+                f"({getattr(error, 'description', error)}); check these settings against the "
+                "cluster (the replication factor cannot exceed the number of brokers)"
+            ) from error
         except KafkaError as error:
             raise PublishError(f"creating topics {sorted(wanted)} failed: {error}") from error
         finally:
             admin.close()
         self._topics.update(names)
         return missing
+
+    def new_topics(self, names: Iterable[str]) -> list[NewTopic]:
+        """The topics `ensure_topics` creates, as sent to the broker."""
+        return [new_topic(name, self.partitions, self.replication_factor) for name in names]
 
     def publish(self, events: Sequence[Event]) -> None:
         """Send `events` in order and wait for the broker's acknowledgement of every one."""

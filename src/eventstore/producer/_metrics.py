@@ -6,8 +6,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_serv
 
 
 class RelayMetrics:
-    """Outbox depth and age, events published, publish errors, and whether this relay is the
-    active one for its shard."""
+    """Outbox depth and age, events published, publish errors, whether this relay is the
+    active one for its shard, and how far readers of the global log lag (its read horizon)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -26,7 +26,18 @@ class RelayMetrics:
         )
         self.publish_errors = Counter(
             "eventstore_relay_publish_errors",
-            "Batches Kafka did not acknowledge",
+            "Batches Kafka did not acknowledge (other failures are not counted here)",
+            registry=self.registry,
+        )
+        self.log_horizon_lag = Gauge(
+            "eventstore_log_horizon_lag_seconds",
+            "Age of the oldest stored event that readers of the global log cannot read yet "
+            "(an open transaction holds the horizon back; 0 when none)",
+            registry=self.registry,
+        )
+        self.log_events_behind = Gauge(
+            "eventstore_log_events_behind",
+            "Stored events at or above the global log's read horizon (not yet readable)",
             registry=self.registry,
         )
         self.active = Gauge(

@@ -4,29 +4,38 @@ Publishing to Kafka is not done here: the store writes every event's outbox row 
 transaction as the event, and the `OutboxRelay` publishes from the outbox after commit. So a
 process that dies between "stored" and "published" loses nothing, and nothing is published
 that was not stored.
+
+What each caller is guaranteed, however its request was grouped with others:
+- One answer of its own, within `timeout` seconds: its positions, its own error, or
+  `OutcomeUnknownError` (then resending the same events is safe: appends are idempotent by id).
+  No failure in the committer strands a caller: every path out of a group answers each request.
+- An error is its own: a version conflict fails only the request it names and the rest of the
+  group is appended again without it; any other error that is not retriable makes the group
+  go one request per transaction, so each caller gets the answer of its own events.
+- A retriable error (the database down or busy) is retried, the whole group, with capped
+  exponential backoff for up to `retry_timeout` seconds; then each caller gets that error.
+  Retrying is safe because an append that did commit returns its positions when resent.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections import deque
+import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from eventstore._closing import Closing
-from eventstore.errors import (
-    ConcurrencyError,
-    DuplicateEventError,
-    EventStoreError,
-    EventValidationError,
-)
+from eventstore.errors import ConcurrencyError, EventStoreError
 from eventstore.events import Event
+from eventstore.producer._requests import Request, RequestQueue
 from eventstore.store import EventStore, validate_batch
 from eventstore.versioning import PayloadSchemas
 
 log = logging.getLogger(__name__)
+
+_FIRST_PAUSE = 0.05
+_LONGEST_PAUSE = 2.0
 
 
 class Change(NamedTuple):
@@ -38,58 +47,45 @@ class Change(NamedTuple):
     metadata: Mapping[str, Any] | None = None
 
 
-class _Outcome:
-    """A request's answer, handed from the committer to the waiting caller. A bare lock is
-    the cheapest hand-off between threads in CPython (a Future costs a condition variable)."""
+class _Backoff:
+    """Pauses between retries of one group: doubling from 50 ms up to 2 s, for at most
+    `limit` seconds counted from the first failure."""
 
-    __slots__ = ("_done", "_error", "_result")
+    def __init__(self, limit: float) -> None:
+        self._limit = limit
+        self._deadline: float | None = None
+        self._pause = _FIRST_PAUSE
 
-    def __init__(self) -> None:
-        self._done = threading.Lock()
-        self._done.acquire()
-        self._result: list[int] | None = None
-        self._error: BaseException | None = None
-
-    def done(self) -> bool:
-        return self._result is not None or self._error is not None
-
-    def set_result(self, result: list[int]) -> None:
-        self._result = result
-        self._done.release()
-
-    def set_exception(self, error: BaseException) -> None:
-        self._error = error
-        self._done.release()
-
-    def result(self) -> list[int]:
-        self._done.acquire()
-        if self._error is not None:
-            raise self._error
-        assert self._result is not None
-        return self._result
-
-
-@dataclass
-class _Request:
-    events: list[Event]
-    future: _Outcome = field(default_factory=_Outcome)
+    def next_pause(self) -> float | None:
+        """How long to wait before the next attempt; None when the time is up."""
+        now = time.monotonic()
+        if self._deadline is None:
+            self._deadline = now + self._limit
+        left = self._deadline - now
+        if left <= 0:
+            return None
+        pause = min(self._pause, left)
+        self._pause = min(_LONGEST_PAUSE, self._pause * 2)
+        return pause
 
 
 class EventProducer(Closing):
     """Publishes events: validates them, then stores them through the store's atomic append.
 
     Group commit: concurrent callers of `publish` / `publish_many` (from any number of threads)
-    are gathered into shared store transactions by `committers` committer threads: each takes
-    what was queued while it was busy, up to `max_batch` events (waiting up to `linger`
-    seconds for more when `linger` > 0). Several committers keep several transactions in
-    flight, so PostgreSQL can flush their commits together. An aggregate is in at most one
-    committer's transaction at a time, so each aggregate's requests commit in arrival order.
-    (One committer is the default: measured on 2 cores, more committers cost more in thread
-    hand-offs than they win in overlapping commits.)
-    Each caller still gets its own result or its own error: a request that conflicts is
-    failed alone and the rest of its group is committed.
+    are gathered into shared store transactions by `committers` committer threads: a group is
+    what was queued while the committers were busy, up to `max_batch` events. With `linger` >
+    0 a group also waits for more requests, up to `linger` seconds after its first request
+    arrived (it goes earlier once `max_batch` events are queued). Several committers keep
+    several transactions in flight, so PostgreSQL can flush their commits together. An
+    aggregate is in at most one committer's transaction at a time, so each aggregate's
+    requests commit in arrival order. (One committer is the default: measured on 2 cores,
+    more committers cost more in thread hand-offs than they win in overlapping commits.)
 
-    Each call of `publish_many` is atomic on its own (all its events or none).
+    Each call of `publish_many` is atomic on its own (all its events or none), and gets its
+    own answer (see the module's guarantees). `timeout` bounds how long a caller waits;
+    `retry_timeout` how long a group is retried after retriable errors (keep it below
+    `timeout`, so that callers hear the error rather than an unknown outcome).
     """
 
     def __init__(
@@ -100,17 +96,25 @@ class EventProducer(Closing):
         max_batch: int = 1000,
         linger: float = 0.0,
         committers: int = 1,
+        timeout: float = 60.0,
+        retry_timeout: float = 30.0,
     ) -> None:
         if max_batch < 1 or committers < 1:
             raise ValueError(
                 f"max_batch and committers must be at least 1, not {max_batch}, {committers}"
             )
+        if linger < 0 or timeout <= 0 or retry_timeout < 0:
+            raise ValueError(
+                "linger and retry_timeout must be >= 0 and timeout > 0, not "
+                f"{linger}, {retry_timeout}, {timeout}"
+            )
         self.store = store
         self.schemas = schemas or PayloadSchemas()
         self.max_batch = max_batch
         self.linger = linger
-        self._queue: deque[_Request] = deque()
-        self._in_flight: set[str] = set()  # aggregates in a committer's transaction now
+        self.timeout = timeout
+        self.retry_timeout = retry_timeout
+        self._requests = RequestQueue(max_batch)
         self._ready = threading.Condition()
         self._closed = False
         self._committers = [
@@ -129,16 +133,19 @@ class EventProducer(Closing):
 
     # -- publishing ---------------------------------------------------------------------------
 
-    def publish(self, event: Event) -> int:
+    def publish(self, event: Event, *, timeout: float | None = None) -> int:
         """Validate and store one event; returns its position (see `publish_many`)."""
-        return self.publish_many([event])[0]
+        return self.publish_many([event], timeout=timeout)[0]
 
-    def publish_many(self, events: Sequence[Event]) -> list[int]:
+    def publish_many(self, events: Sequence[Event], *, timeout: float | None = None) -> list[int]:
         """Validate and store events atomically; returns their positions.
 
         Raises `EventValidationError` (payload schema, batch rules) before anything is
         stored, `ConcurrencyError` when a version is taken, `DuplicateEventError` for an id
-        reused with other content; an exact resend returns the stored positions.
+        reused with other content; an exact resend returns the stored positions. A retriable
+        error (`StoreUnavailableError`, `StoreBusyError`) is raised once the producer's
+        retries ran out; `OutcomeUnknownError` when no answer came within `timeout` seconds
+        (default: the producer's), after which resending the same events is safe.
         """
         events = list(events)
         if not events:
@@ -146,13 +153,19 @@ class EventProducer(Closing):
         validate_batch(events)
         for event in events:
             self.schemas.check(event)
-        request = _Request(events)
+        request = Request(events)
         with self._ready:
             if self._closed:
                 raise EventStoreError("the producer is closed; create a new EventProducer")
-            self._queue.append(request)
+            self._requests.put(request)
             self._ready.notify()
-        return request.future.result()
+        return request.outcome.result(self.timeout if timeout is None else timeout, len(events))
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting for a committer (not yet in a transaction)."""
+        with self._ready:
+            return len(self._requests)
 
     def update(
         self,
@@ -194,110 +207,110 @@ class EventProducer(Closing):
     # -- the committer ------------------------------------------------------------------------
 
     def _run(self) -> None:
+        # Every exception is caught inside the loop: a committer that died would leave the
+        # callers of every later request waiting for an answer nobody gives.
         while True:
-            with self._ready:
-                while True:
-                    if self._queue and self.linger > 0 and len(self._queue) < self.max_batch:
-                        self._ready.wait(self.linger)
-                    group = self._take_group() if self._queue else []
-                    if group:
-                        break
-                    if self._closed and not self._queue:
-                        return
-                    self._ready.wait()
+            try:
+                group = self._next_group()
+            except BaseException as error:
+                self._fail_queued(error)
+                continue
+            if group is None:
+                return
             try:
                 self._commit(group)
-            except BaseException as error:  # a bug here must fail callers, not strand them
+            except BaseException as error:
                 log.exception("group commit failed unexpectedly")
-                _fail(group, error)
+                for request in group:
+                    request.fail(error)
             finally:
                 with self._ready:
-                    for request in group:
-                        self._in_flight.difference_update(e.aggregate_id for e in request.events)
+                    self._requests.release(group)
                     self._ready.notify_all()
 
-    def _take_group(self) -> list[_Request]:
-        """Requests that can share one atomic append, in arrival order.
+    def _next_group(self) -> list[Request] | None:
+        """Wait for the next group (see `linger`); None once closed with nothing queued."""
+        with self._ready:
+            while True:
+                if not self._requests:
+                    if self._closed:
+                        return None
+                    self._ready.wait()
+                    continue
+                left = 0.0 if self._closed else self._requests.linger_left(self.linger)
+                if left > 0:
+                    self._ready.wait(left)
+                    continue
+                group = self._requests.take_group()
+                if group:
+                    return group
+                self._ready.wait()  # all blocked behind groups in flight: wait for one to end
 
-        A request joins unless it would break the batch rules (an aggregate's versions must
-        follow each other, an id may appear once); then it, and every later request touching
-        one of its aggregates, waits for the next group, so each aggregate's requests keep
-        their order.
-        """
-        group: list[_Request] = []
-        kept: deque[_Request] = deque()
-        last: dict[str, Event] = {}
-        ids: set[str] = set()
-        blocked = set(self._in_flight)  # another committer's: wait for it to finish
-        size = 0
-        while self._queue:
-            request = self._queue.popleft()
-            aggregates = {e.aggregate_id for e in request.events}
-            fits = (not group or size + len(request.events) <= self.max_batch) and _fits(
-                request.events, last, ids, blocked
-            )
-            if not fits:
-                blocked |= aggregates
-                kept.append(request)
-                continue
-            group.append(request)
-            size += len(request.events)
-            for event in request.events:
-                last[event.aggregate_id] = event
-                ids.add(event.id)
-        self._queue.extendleft(reversed(kept))
-        for request in group:
-            self._in_flight.update(e.aggregate_id for e in request.events)
-        return group
+    def _fail_queued(self, error: BaseException) -> None:
+        """Grouping itself failed (a bug): answer every queued caller rather than strand it."""
+        log.exception("grouping queued requests failed; failing them")
+        with self._ready:
+            queued = self._requests.take_all()
+        failure = EventStoreError(
+            f"the producer failed to group requests ({error!r}); none of them was stored: "
+            "send them again"
+        )
+        failure.__cause__ = error
+        for request in queued:
+            request.fail(failure)
 
-    def _commit(self, group: list[_Request]) -> None:
+    def _commit(self, group: list[Request]) -> None:
+        backoff = _Backoff(self.retry_timeout)
         pending = list(group)
-        committed = False
         while pending:
-            events = [e for r in pending for e in r.events]
             try:
-                positions = self.store.append_events(events)
+                positions = self._append([e for r in pending for e in r.events], backoff)
             except ConcurrencyError as error:
-                culprit = next(
-                    (
-                        r
-                        for r in pending
-                        if any(e.aggregate_id == error.aggregate_id for e in r.events)
-                    ),
-                    pending[0],
-                )
-                culprit.future.set_exception(error)
-                pending.remove(culprit)  # the others may well commit without it
-                continue
-            except (DuplicateEventError, EventValidationError):
-                # Which request is at fault is not said precisely enough: give each its own
-                # transaction, so each gets its own answer.
-                committed |= self._commit_one_by_one(pending)
-                break
-            except BaseException as error:
-                _fail(pending, error)
-                break
+                culprit = _culprit(pending, error)
+                if culprit is not None:
+                    culprit.fail(error)
+                    pending.remove(culprit)  # the others may well commit without it
+                    continue
+                self._answer_each(pending, error, backoff)
+                return
+            except Exception as error:
+                self._answer_each(pending, error, backoff)
+                return
             start = 0
             for request in pending:
-                request.future.set_result(positions[start : start + len(request.events)])
+                request.outcome.set_result(positions[start : start + len(request.events)])
                 start += len(request.events)
-            committed = True
-            break
-        if committed:
-            self._notify()
+            self._appended.set()
+            return
 
-    def _commit_one_by_one(self, requests: list[_Request]) -> bool:
-        committed = False
-        for request in requests:
+    def _append(self, events: list[Event], backoff: _Backoff) -> list[int]:
+        """Append, retrying retriable errors until `backoff` runs out."""
+        while True:
             try:
-                request.future.set_result(self.store.append_events(request.events))
-                committed = True
-            except BaseException as error:
-                request.future.set_exception(error)
-        return committed
+                return self.store.append_events(events)
+            except EventStoreError as error:
+                pause = backoff.next_pause() if error.retriable else None
+                if pause is None:
+                    raise
+                log.warning("appending %d events failed, retrying: %s", len(events), error)
+                time.sleep(pause)
 
-    def _notify(self) -> None:
-        self._appended.set()
+    def _answer_each(self, pending: list[Request], error: Exception, backoff: _Backoff) -> None:
+        """A group failed with `error` (not a version conflict): give each request its own
+        answer. A retriable error is everyone's (its retries ran out); any other may be about
+        one request only, so each request is tried in a transaction of its own."""
+        if len(pending) == 1 or (isinstance(error, EventStoreError) and error.retriable):
+            for request in pending:
+                request.fail(error)
+            return
+        log.info("a group of %d requests failed (%s); appending each alone", len(pending), error)
+        for request in pending:
+            try:
+                request.outcome.set_result(self._append(request.events, backoff))
+            except Exception as own:
+                request.fail(own)
+            else:
+                self._appended.set()
 
     def _notify_loop(self) -> None:
         while True:
@@ -307,13 +320,13 @@ class EventProducer(Closing):
                 return
             try:
                 self.store.notify_appended()
-            except EventStoreError as error:  # the relay's polling picks the events up anyway
+            except Exception as error:  # the relay's polling picks the events up anyway
                 log.warning("could not wake the outbox relay: %s", error)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Finish what is queued, then stop the committer (the store stays open)."""
+        """Finish what is queued, then stop the committers (the store stays open)."""
         with self._ready:
             self._closed = True
             self._ready.notify_all()
@@ -323,28 +336,10 @@ class EventProducer(Closing):
         self._notifier.join()
 
 
-def _fits(events: list[Event], last: dict[str, Event], ids: set[str], blocked: set[str]) -> bool:
-    """Whether a request's events can follow the group's so far in one batch. The request
-    passed the batch rules on its own, so only its first event of each aggregate is checked."""
-    if any(e.aggregate_id in blocked or e.id in ids for e in events):
-        return False
-    checked: set[str] = set()
-    for event in events:
-        if event.aggregate_id not in checked:
-            checked.add(event.aggregate_id)
-            if not _follows(last.get(event.aggregate_id), event):
-                return False
-    return True
-
-
-def _follows(previous: Event | None, event: Event) -> bool:
-    """Whether `event` may come after `previous` (of the same aggregate) in one batch."""
-    if previous is None:
-        return True
-    return event.version == previous.version + 1 and event.aggregate_type == previous.aggregate_type
-
-
-def _fail(requests: list[_Request], error: BaseException) -> None:
-    for request in requests:
-        if not request.future.done():
-            request.future.set_exception(error)
+def _culprit(pending: list[Request], error: ConcurrencyError) -> Request | None:
+    """The first request touching the aggregate a conflict names (the earliest of its
+    requests in the group is the one whose version was taken); None if none does."""
+    for request in pending:
+        if any(e.aggregate_id == error.aggregate_id for e in request.events):
+            return request
+    return None

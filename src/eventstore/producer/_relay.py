@@ -12,6 +12,12 @@ The guarantee, and where each part of it comes from:
   in flight per connection, so a partition receives them in order.
 - Duplicates: a retry re-sends the whole batch, so an event may reach Kafka twice, always as
   the same event id at the same place in its aggregate's order. Consumers skip it by version.
+
+Failures: only a retriable error (the broker or the database down or busy) is retried, with
+capped exponential backoff, for as long as it lasts; nothing is removed from the outbox until
+a retry succeeds. Any other error (tables missing, a wrong role, a bug) cannot heal by
+waiting: the relay logs it once and `run()` raises it, so the process stops with the error
+instead of looking alive while publishing nothing (a standby, if any, takes over the shard).
 """
 
 from __future__ import annotations
@@ -22,12 +28,14 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from eventstore.errors import EventStoreError
+from eventstore.errors import EventStoreError, PublishError
 from eventstore.events import Event
-from eventstore.producer._metrics import RelayMetrics
-from eventstore.store import Outbox, OutboxLease
+from eventstore.store import LogMonitor, Outbox, OutboxLease
+
+if TYPE_CHECKING:  # prometheus_client loads only when a relay makes its metrics
+    from eventstore.producer._metrics import RelayMetrics
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +66,18 @@ class RelaySettings:
     max_backoff: float = 5.0
     """Longest pause between retries after the broker or database failed."""
     status_interval: float = 1.0
-    """Seconds between updates of the outbox depth and age metrics."""
+    """Seconds between updates of the outbox and log horizon metrics."""
     aggregate_types: tuple[str, ...] = ()
     """Topics to create as soon as the relay is active (others are created before their
     first event is sent)."""
 
 
 class OutboxRelay:
-    """Drains one shard of the outbox to a publisher; run one per shard, plus standbys."""
+    """Drains one shard of the outbox to a publisher; run one per shard, plus standbys.
+
+    When the store is also a `LogMonitor`, the relay (a long-running process) exports the
+    global log's read horizon with the outbox status.
+    """
 
     def __init__(
         self,
@@ -74,16 +86,22 @@ class OutboxRelay:
         settings: RelaySettings | None = None,
         metrics: RelayMetrics | None = None,
     ) -> None:
+        if metrics is None:
+            from eventstore.producer._metrics import RelayMetrics
+
+            metrics = RelayMetrics()
         self.store = store
         self.publisher = publisher
         self.settings = settings or RelaySettings()
-        self.metrics = metrics or RelayMetrics()
+        self.metrics = metrics
         self.published = 0
+        self._monitor: LogMonitor | None = store if isinstance(store, LogMonitor) else None
         self._last_status = 0.0
 
     def run(self, stop: threading.Event) -> None:
         """Serve until `stop` is set: wait as a standby until this relay holds its shard's
-        lease, then drain it; if the lease is lost, go back to waiting."""
+        lease, then drain it; if the lease is lost, go back to waiting. Raises the first
+        error that is not retriable (e.g. `MigrationError`), after releasing the lease."""
         s = self.settings
         lease = self.store.outbox_lease(shard=s.shard, shards=s.shards)
         log.info(
@@ -107,15 +125,14 @@ class OutboxRelay:
             lease.release()
 
     def _create_topics(self, stop: threading.Event) -> None:
-        backoff = 0.1
+        backoff = 0.0
         while not stop.is_set():
             try:
                 self.publisher.ensure_topics(self.settings.aggregate_types)
                 return
             except EventStoreError as error:
-                log.warning("creating topics failed, retrying in %.1fs: %s", backoff, error)
+                backoff = self._after_failure(error, backoff, "creating topics")
                 stop.wait(backoff)
-                backoff = min(self.settings.max_backoff, backoff * 2)
 
     def _drain(self, lease: OutboxLease, stop: threading.Event) -> None:
         backoff = 0.0
@@ -127,15 +144,31 @@ class OutboxRelay:
                 return
             try:
                 published = self.drain_once()
-                backoff = 0.0
             except EventStoreError as error:
-                self.metrics.publish_errors.inc()
-                backoff = min(self.settings.max_backoff, max(0.1, backoff * 2))
-                log.warning("publishing failed, retrying in %.1fs: %s", backoff, error)
+                backoff = self._after_failure(error, backoff, "publishing")
+                if isinstance(error, PublishError):  # not the database's failures
+                    self.metrics.publish_errors.inc()
                 stop.wait(backoff)
                 continue
+            backoff = 0.0
             if published == 0:
                 lease.wait_for_appends(self.settings.poll_interval)
+
+    def _after_failure(self, error: EventStoreError, backoff: float, doing: str) -> float:
+        """The pause before retrying after `error`; raises `error` when it is not retriable."""
+        s = self.settings
+        if not error.retriable:
+            log.error(
+                "relay for shard %d/%d stops: %s failed and retrying cannot help: %s",
+                s.shard,
+                s.shards,
+                doing,
+                error,
+            )
+            raise error
+        backoff = min(s.max_backoff, max(0.1, backoff * 2))
+        log.warning("%s failed, retrying in %.1fs: %s", doing, backoff, error)
+        return backoff
 
     def drain_once(self) -> int:
         """Publish the shard's oldest batch and remove it from the outbox; return its size.
@@ -161,3 +194,7 @@ class OutboxRelay:
         oldest = status.oldest_enqueued_at
         age = (datetime.now(UTC) - oldest).total_seconds() if oldest is not None else 0.0
         self.metrics.outbox_oldest_age.set(max(0.0, age))
+        if self._monitor is not None:
+            horizon = self._monitor.log_horizon()
+            self.metrics.log_horizon_lag.set(horizon.lag_seconds)
+            self.metrics.log_events_behind.set(horizon.events_behind)

@@ -31,3 +31,18 @@ def events_topic(prefix: str, aggregate_type: str) -> str:
     if len(name) > MAX_TOPIC_LENGTH:
         raise ConfigurationError(f"topic name {name!r} is longer than Kafka allows (249)")
     return name
+
+
+def topic_configs(replication_factor: int) -> dict[str, str]:
+    """The topic configs we set on an event topic with this replication factor.
+
+    With acks=all the broker acknowledges once every in-sync replica has the event, and
+    `min.insync.replicas` is how few of them it accepts: we ask for a majority of the
+    replicas (2 of 3, 3 of 5). Then an acknowledged event is on at least two brokers and
+    survives the loss of any one of them (of a minority, in general), while writes go on with
+    a minority down. Below 3 replicas there is no such setting that keeps both: 1 (or 2 with 1
+    in sync) loses acknowledged events with a broker, and is for development.
+    """
+    if replication_factor >= 3:
+        return {"min.insync.replicas": str(replication_factor // 2 + 1)}
+    return {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 from eventstore.events import Event
@@ -54,7 +54,8 @@ def event_from_row(row: Sequence[Any]) -> Event:
     """The event of a row whose columns are `EVENT_COLUMNS`, as either backend returns it
     (SQLite: times as ISO 8601 text and JSON as text; PostgreSQL: datetimes in the session's
     zone and decoded JSON). Rows come from our own table, written only after validation, so
-    the rules are not run again; times are normalised to UTC."""
+    the rules are not run again (`Event.from_store` freezes the JSON and normalises times to
+    UTC)."""
     timestamp, payload, metadata, recorded_at = row[6], row[7], row[8], row[10]
     if isinstance(timestamp, str):
         timestamp = datetime.fromisoformat(timestamp)
@@ -62,16 +63,16 @@ def event_from_row(row: Sequence[Any]) -> Event:
     if isinstance(payload, str):
         payload = json.loads(payload)
         metadata = json.loads(metadata)
-    return Event.model_construct(
+    return Event.from_store(
         position=row[0],
         id=row[1],
         event_type=row[2],
         aggregate_id=row[3],
         aggregate_type=row[4],
         version=row[5],
-        timestamp=timestamp.astimezone(UTC),
+        timestamp=timestamp,
         payload=payload,
         metadata=metadata,
         schema_version=row[9],
-        recorded_at=recorded_at.astimezone(UTC),
+        recorded_at=recorded_at,
     )

@@ -24,7 +24,7 @@ from eventstore.errors import (
     StoreBusyError,
     StoreUnavailableError,
 )
-from eventstore.events import Event, encode_json
+from eventstore.events import Event
 from eventstore.store._checks import (
     as_batch,
     check_batch,
@@ -243,8 +243,8 @@ class SqliteEventStore(Closing):
                 e.version,
                 e.schema_version,
                 _time_text(e.timestamp),
-                encode_json(e.payload),
-                encode_json(e.metadata),
+                e.payload_json(),
+                e.metadata_json(),
                 now,
             )
             for position, e in zip(positions, events, strict=True)

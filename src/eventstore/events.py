@@ -70,6 +70,9 @@ def freeze_json(value: Any) -> Any:
     return freeze(value)
 
 
+_JSON_LIMITS = {"payload": MAX_PAYLOAD_BYTES, "metadata": MAX_METADATA_BYTES}
+
+
 class _Broken(Exception):
     """A field breaks a rule; `rule` says which, as the message shown for that field."""
 
@@ -294,6 +297,14 @@ def _shown(value: Any) -> str:
     except Exception:
         return f"of type {type(value).__name__}"
     return text if len(text) <= 40 else f"{text[:37]}..."
+
+
+def _checked_json(name: str, value: Any) -> FrozenDict:
+    """A `payload` or `metadata` value for `model_copy`: checked and frozen, or refused."""
+    try:
+        return _json_object(value, _JSON_LIMITS[name])
+    except _Broken as broken:
+        raise EventValidationError(name, broken.rule) from None
 
 
 def _json_object(value: Any, limit: int) -> FrozenDict:
@@ -710,11 +721,11 @@ class Event(BaseModel):
         return event
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
-        """A copy with the fields in `update` replaced. As pydantic's, it runs no rule: pass
-        only values already valid (an upcaster's payload, a store-assigned position), or
-        build a new `Event(...)` to have them checked. A new `payload` or `metadata` is
-        frozen (`freeze_json`: dicts and lists are copied), so the copy is as immutable as
-        any event; a name that is not a field raises EventValidationError."""
+        """A copy with the fields in `update` replaced. A new `payload` or `metadata` is
+        checked by the same rules as at construction (a JSON object within its size limit,
+        no NUL, finite numbers, ...) and frozen, so that no copy can carry what `Event(...)`
+        would refuse; other fields are taken as given, as in pydantic's (a store-assigned
+        position). A name that is not a field raises EventValidationError."""
         if update:
             unknown = [name for name in update if name not in _FIELD_NAMES]
             if unknown:
@@ -723,7 +734,7 @@ class Event(BaseModel):
                 )
             if "payload" in update or "metadata" in update:
                 update = {
-                    name: freeze(value) if name in ("payload", "metadata") else value
+                    name: _checked_json(name, value) if name in _JSON_LIMITS else value
                     for name, value in update.items()
                 }
         return super().model_copy(update=update, deep=deep)

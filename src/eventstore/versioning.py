@@ -7,6 +7,7 @@ the stored rows stay as they were written (events are immutable).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -63,7 +64,8 @@ class Upcasters:
         target = self._current.get(event.event_type)
         if target is None or event.schema_version >= target:
             return event
-        payload = event.payload
+        # Upcasters get plain, mutable data of their own (a stored event's is frozen).
+        payload: Payload = json.loads(event.payload_json())
         version = event.schema_version
         while version < target:
             step = self._steps.get((event.event_type, version))
@@ -73,7 +75,7 @@ class Upcasters:
                     f"(event {event.id}); register one with Upcasters.register"
                 )
             try:
-                payload = step(dict(payload))
+                payload = step(payload)
             except Exception as error:
                 raise UpcastError(
                     f"upcasting {event.event_type} v{version} -> v{version + 1} failed for "

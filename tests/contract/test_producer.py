@@ -25,7 +25,7 @@ from eventstore import (
     MigrationError,
     StoreUnavailableError,
 )
-from eventstore.errors import ImmutableEventError, StoreBusyError
+from eventstore.errors import ConfigurationError, ImmutableEventError, StoreBusyError
 from eventstore.producer import Change, EventProducer, OutcomeUnknownError
 from eventstore.versioning import PayloadSchemas
 from tests.contract.test_store_contract import all_events
@@ -334,6 +334,19 @@ def test_a_caller_waits_at_most_its_timeout_then_hears_the_outcome_is_unknown(
     with EventProducer(store) as again:
         assert again.publish(sent) == stored.position, "the resend is safe"
     assert len(all_events(store)) == 1
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("inf"), float("nan"), 10**9])
+def test_a_timeout_that_cannot_be_waited_is_refused_before_anything_is_stored(
+    store: EventStore, timeout: float
+) -> None:
+    with pytest.raises(ConfigurationError, match="timeout"):
+        EventProducer(store, timeout=timeout)
+    with EventProducer(store) as producer:
+        with pytest.raises(ConfigurationError, match="timeout"):
+            producer.publish(event("p", 1), timeout=timeout)
+        assert all_events(store) == []
+        assert producer.publish(event("p", 1)) > 0  # and the producer goes on
 
 
 def test_a_retriable_error_is_retried_for_the_whole_group(store: EventStore) -> None:

@@ -22,7 +22,7 @@ def test_a_batch_of_the_maximum_size_is_stored_and_one_more_is_refused_whole(
     assert len(positions) == MAX_BATCH_SIZE == len(set(positions))
 
 
-def test_metadata_over_its_size_limit_is_refused(store: EventStore) -> None:
+def test_metadata_over_its_size_limit_is_refused() -> None:
     fields = {
         "id": "e-1",
         "event_type": "PlayerMoved",

@@ -286,3 +286,33 @@ def test_a_shard_reads_only_its_buckets_in_position_order(store: EventStore) -> 
     assert len(seen) == 80 and set(seen.values()) == {1}
     first_two = store.outbox_batch(2, shard=1, shards=3)
     assert first_two == store.outbox_batch(1000, shard=1, shards=3)[:2]
+
+
+def test_roles_that_could_append_before_the_upgrade_still_can(
+    postgres_url: str, pg_schema: str, app_role: str
+) -> None:
+    """0001 let any role with INSERT on events append; 0002 makes the function the only way
+    in, and must not lock those roles out."""
+    from eventstore.store._migrations import load_migrations
+
+    first = load_migrations("postgres")[0]
+    with psycopg.connect(postgres_url, autocommit=True) as conn, conn.transaction():
+        schema = sql.Identifier(pg_schema)
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(schema))
+        conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(schema))
+        conn.execute(
+            "CREATE TABLE migrations (version integer PRIMARY KEY, name text NOT NULL, "
+            "applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        conn.execute(first.sql.encode())
+        conn.execute("INSERT INTO migrations (version, name) VALUES (1, %s)", (first.name,))
+        role = sql.Identifier(app_role)
+        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, role))
+        conn.execute(
+            sql.SQL("GRANT SELECT, INSERT ON events, outbox, position_base TO {}").format(role)
+        )
+    with open_store(postgres_url, schema=pg_schema) as owner:
+        assert owner.migrate()[0].startswith("0002")
+    with open_store(_with(postgres_url, user=app_role), schema=pg_schema) as app:
+        app.append_events(history("p", 2))
+        assert [e.version for e in app.get_events_by_aggregate("p")] == [1, 2]

@@ -7,12 +7,13 @@ from typing import Any
 
 import pytest
 from kafka import KafkaAdminClient
-from kafka.admin import ConfigResource, ConfigResourceType
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 
 from eventstore.errors import ConfigurationError
 from eventstore.producer import KafkaPublisher
 from eventstore.producer._kafka import new_topic
 from tests.conftest import unique_name
+from tests.helpers import event
 
 pytestmark = pytest.mark.kafka
 
@@ -94,3 +95,20 @@ def test_a_replication_factor_the_cluster_cannot_hold_is_a_configuration_error(
         publisher.close()
     assert not caught.value.retriable
     assert "replication factor 3" in str(caught.value)
+
+
+def test_an_event_larger_than_the_topic_accepts_stops_the_publisher_with_what_to_do(
+    kafka_bootstrap: str, admin: KafkaAdminClient, created: list[str]
+) -> None:
+    """Sending it again would be refused again: not a retriable publish error."""
+    prefix = unique_name("t")
+    topic = NewTopic(f"{prefix}.events.player", 1, 1, topic_configs={"max.message.bytes": "1024"})
+    admin.create_topics([topic])
+    created.append(topic.name)
+    publisher = KafkaPublisher(kafka_bootstrap, topic_prefix=prefix, timeout=10)
+    try:
+        with pytest.raises(ConfigurationError, match=r"max\.message\.bytes") as caught:
+            publisher.publish([event("p", 1, blob="x" * 4000)])
+    finally:
+        publisher.close()
+    assert not caught.value.retriable

@@ -87,7 +87,11 @@ def test_a_dump_restored_into_a_fresh_cluster_keeps_every_event_readable(
         assert restored.migrate() == []  # the dump carries the schema's migrations
         with pytest.raises(MigrationError, match="rebase-positions"):
             restored.append_event(event("p0", 6))
+        # Operators see it too, and are told what to do (`eventstore status`).
+        assert restored.log_horizon().needs_rebase
+        assert restored.log_horizon().events_behind == len(written)
         restored.rebase_positions()
+        assert not restored.log_horizon().needs_rebase
         assert [e.position for e in all_events(restored)] == written
         new = restored.append_events([event("p0", 6), event("q", 1)])
         assert min(new) > max(written)

@@ -79,6 +79,7 @@ def test_json_is_one_object_with_every_key(database: Path, store: EventStore) ->
         "horizon": 3,
         "events_behind": 0,
         "lag_seconds": 0.0,
+        "needs_rebase": False,
         "holder": None,
     }
     outbox = report["outbox"]

@@ -4,6 +4,7 @@ from typing import Any
 
 import pytest
 
+from eventstore import Event
 from eventstore.versioning import UpcastError, Upcasters
 from tests.helpers import event
 
@@ -48,3 +49,31 @@ def test_registering_twice_or_below_one_is_refused() -> None:
         upcasters.register("A", from_version=1)
     with pytest.raises(ValueError, match="at least 1"):
         upcasters.register("A", from_version=0)
+
+
+def test_an_upcaster_may_change_nested_data_of_the_payload_it_is_given() -> None:
+    """Stored events are immutable; an upcaster still gets plain data of its own."""
+    upcasters = Upcasters()
+
+    @upcasters.register("Looted", from_version=1)
+    def _add_rarity(payload: dict[str, Any]) -> dict[str, Any]:
+        for item in payload["items"]:
+            item["rarity"] = "common"
+        payload["items"].append({"name": "coin", "rarity": "common"})
+        return payload
+
+    stored = Event.new(
+        aggregate_type="Player",
+        aggregate_id="p",
+        event_type="Looted",
+        version=1,
+        payload={"items": [{"name": "sword"}]},
+    )
+    upcast = upcasters.upcast(stored)
+    assert upcast.payload == {
+        "items": [{"name": "sword", "rarity": "common"}, {"name": "coin", "rarity": "common"}]
+    }
+    assert upcast.schema_version == 2
+    assert stored.payload == {"items": [{"name": "sword"}]}
+    with pytest.raises(TypeError, match="immutable"):
+        upcast.payload["items"].append({})

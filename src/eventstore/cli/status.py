@@ -115,6 +115,7 @@ def to_json(status: StoreStatus, max_lag: float | None) -> dict[str, Any]:
             "horizon": horizon.horizon,
             "events_behind": horizon.events_behind,
             "lag_seconds": _rounded(horizon.lag_seconds),
+            "needs_rebase": horizon.needs_rebase,
             "holder": None
             if holder is None
             else {
@@ -184,6 +185,13 @@ def _outbox_row(status: StoreStatus) -> tuple[str, str]:
 
 def _hint(status: StoreStatus) -> str | None:
     holder = status.horizon.holder
+    if status.horizon.needs_rebase:
+        return (
+            "hint: stored positions lie above this cluster's transaction counter: the "
+            "database was restored from a logical dump. Stop every writer and run "
+            "`eventstore migrate --rebase-positions`; readers wait for the restored events "
+            "until then, and appends are refused"
+        )
     if holder is not None:
         return (
             f"hint: readers of the log lag (they never skip) while pid {holder.pid} keeps its "

@@ -10,13 +10,17 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import (
+    ClusterAuthorizationFailedError,
     InvalidConfigurationError,
     InvalidPartitionsError,
     InvalidReplicationFactorError,
     InvalidTopicError,
     KafkaError,
+    MessageSizeTooLargeError,
     PolicyViolationError,
+    RecordListTooLargeError,
     TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
 )
 
 from eventstore.errors import ConfigurationError, PublishError
@@ -34,6 +38,14 @@ _REFUSED_TOPIC = (
     InvalidReplicationFactorError,
     InvalidTopicError,
     PolicyViolationError,
+)
+
+# The broker refuses these records whatever the moment: not retriable either.
+_REFUSED_RECORDS = (
+    TopicAuthorizationFailedError,
+    ClusterAuthorizationFailedError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
 )
 
 
@@ -160,6 +172,14 @@ class KafkaPublisher:
             producer.flush(timeout=self.timeout)
             for future in futures:
                 future.get(timeout=self.timeout)
+        except _REFUSED_RECORDS as error:
+            # Sending the same batch again would be refused again: stop, and say what to do.
+            self._discard()
+            raise ConfigurationError(
+                f"Kafka refused the batch for good ({error!r}): grant this client write "
+                "access to the event topics, or raise the topics' max.message.bytes (and the "
+                "broker's message.max.bytes) above the largest event"
+            ) from error
         except KafkaError as error:
             self._discard()
             raise PublishError(f"Kafka did not acknowledge the batch: {error!r}") from error

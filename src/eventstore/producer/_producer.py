@@ -26,10 +26,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from eventstore._closing import Closing
-from eventstore.errors import ConcurrencyError, EventStoreError
+from eventstore.errors import ConcurrencyError, ConfigurationError, EventStoreError
 from eventstore.events import Event
 from eventstore.producer._requests import Request, RequestQueue
-from eventstore.store import EventStore, validate_batch
+from eventstore.store import EventStore, as_batch, validate_batch
 from eventstore.versioning import PayloadSchemas
 
 log = logging.getLogger(__name__)
@@ -100,14 +100,15 @@ class EventProducer(Closing):
         retry_timeout: float = 30.0,
     ) -> None:
         if max_batch < 1 or committers < 1:
-            raise ValueError(
+            raise ConfigurationError(
                 f"max_batch and committers must be at least 1, not {max_batch}, {committers}"
             )
-        if linger < 0 or timeout <= 0 or retry_timeout < 0:
-            raise ValueError(
-                "linger and retry_timeout must be >= 0 and timeout > 0, not "
-                f"{linger}, {retry_timeout}, {timeout}"
+        if not (0 <= linger <= _LONGEST and 0 <= retry_timeout <= _LONGEST):
+            raise ConfigurationError(
+                f"linger and retry_timeout must be from 0 to {_LONGEST:g} seconds, not "
+                f"{linger}, {retry_timeout}"
             )
+        _check_timeout(timeout)
         self.store = store
         self.schemas = schemas or PayloadSchemas()
         self.max_batch = max_batch
@@ -147,12 +148,14 @@ class EventProducer(Closing):
         retries ran out; `OutcomeUnknownError` when no answer came within `timeout` seconds
         (default: the producer's), after which resending the same events is safe.
         """
-        events = list(events)
+        events = as_batch(events)
         if not events:
             return []
         validate_batch(events)
         for event in events:
             self.schemas.check(event)
+        if timeout is not None:
+            _check_timeout(timeout)  # before queueing: a refused call must store nothing
         request = Request(events)
         with self._ready:
             if self._closed:
@@ -334,6 +337,17 @@ class EventProducer(Closing):
             thread.join()
         self._appended.set()
         self._notifier.join()
+
+
+_LONGEST = 86_400.0
+"""The longest wait the producer accepts (a day): beyond it a lock's timeout overflows."""
+
+
+def _check_timeout(timeout: float) -> None:
+    if not 0 < timeout <= _LONGEST:  # also refuses NaN
+        raise ConfigurationError(
+            f"timeout must be more than 0 and at most {_LONGEST:g} seconds, not {timeout}"
+        )
 
 
 def _culprit(pending: list[Request], error: ConcurrencyError) -> Request | None:

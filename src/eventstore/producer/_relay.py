@@ -195,6 +195,11 @@ class OutboxRelay:
         age = (datetime.now(UTC) - oldest).total_seconds() if oldest is not None else 0.0
         self.metrics.outbox_oldest_age.set(max(0.0, age))
         if self._monitor is not None:
-            horizon = self._monitor.log_horizon()
+            # Monitoring only: a failure here must never stop the relay from publishing.
+            try:
+                horizon = self._monitor.log_horizon()
+            except EventStoreError as error:
+                log.warning("could not read the global log's horizon: %s", error)
+                return
             self.metrics.log_horizon_lag.set(horizon.lag_seconds)
             self.metrics.log_events_behind.set(horizon.events_behind)

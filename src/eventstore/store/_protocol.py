@@ -102,11 +102,16 @@ class LogHorizon(NamedTuple):
     head: int
     """The highest stored position (0 when the log is empty)."""
     events_behind: int
-    """Stored events at or above the horizon: committed, but not yet readable."""
+    """Stored events at or above the horizon: committed, but not yet readable (counted up
+    to 10,000, so that watching a growing backlog stays cheap: 10,000 means at least)."""
     lag_seconds: float
     """How stale readers are: the age of the oldest event they cannot read yet (0 if none)."""
     holder: HorizonHolder | None
     """The transaction holding it back, when one does."""
+    needs_rebase: bool = False
+    """Stored positions lie above what this cluster's transactions can reach: the database
+    was restored from a logical dump, and `eventstore migrate --rebase-positions` (with every
+    writer stopped) makes them readable."""
 
 
 class OutboxStatus(NamedTuple):

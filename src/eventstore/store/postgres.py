@@ -25,6 +25,7 @@ from eventstore.errors import (
     ConcurrencyError,
     ConfigurationError,
     EventStoreError,
+    EventValidationError,
     ImmutableEventError,
     MigrationError,
     StoreBusyError,
@@ -64,6 +65,10 @@ _UNIQUE_KEYS = ("events_id_key", "events_aggregate_id_version_key")
 # running it again is safe.
 _TRANSIENT = ("40P01", "40001")
 _INSUFFICIENT_PRIVILEGE = ("42501",)
+# Lock timeout and statement timeout (or a cancel): the server is up, the moment was bad.
+_TIMED_OUT = ("55P03", "57014")
+_BATCH_TOO_LARGE = "ES413"
+_NOT_ALONE = "ES400"
 
 _COLUMNS = sql.SQL(", ").join(map(sql.Identifier, EVENT_COLUMNS))
 _APPEND = sql.SQL("SELECT append_events(%s::json, %s::json)")
@@ -108,14 +113,19 @@ _HORIZON_STATUS = sql.SQL(
     "(SELECT count(*) FROM (SELECT FROM events WHERE position >= h.horizon LIMIT %(cap)s) c), "
     "(SELECT extract(epoch FROM clock_timestamp() - recorded_at)::float8 FROM events "
     " WHERE position >= h.horizon ORDER BY position LIMIT 1), "
-    "pg_snapshot_xmin(pg_current_snapshot())::text::bigint %% 4294967296 "
+    "pg_snapshot_xmin(pg_current_snapshot())::text::bigint %% 4294967296, "
+    # The same test as append_events(): a stored position above anything this cluster's
+    # transactions can reach means a restore from a logical dump, not a slow transaction.
+    "(SELECT coalesce(max(position), 0) FROM events) >= "
+    "((pg_snapshot_xmax(pg_current_snapshot())::text::bigint "
+    "+ (SELECT base FROM position_base)) << 16) "
     "FROM h"
 ).format(horizon=sql.SQL(_HORIZON))
 _HORIZON_HOLDER = sql.SQL(
     "SELECT pid, datname, usename, state, xact_start, query_start, left(query, 200) "
     "FROM pg_stat_activity WHERE backend_xid::text::bigint = %s LIMIT 1"
 )
-_BEHIND_CAP = 1_000_000
+_BEHIND_CAP = 10_000  # counted exactly up to here; cheap even while a backlog grows
 # What an application role needs (see grant_app_role): no INSERT, UPDATE or DELETE on events.
 _APP_ROLE_GRANTS = [
     sql.SQL("GRANT USAGE ON SCHEMA {schema} TO {role}"),
@@ -175,6 +185,22 @@ def _translate(error: psycopg.Error, where: str) -> EventStoreError:
         return StoreBusyError(
             f"PostgreSQL at {where} aborted the operation ({text}); it kept colliding with "
             "concurrent transactions: retry it (nothing of it was stored)"
+        )
+    if state in _TIMED_OUT:
+        return StoreBusyError(
+            f"PostgreSQL at {where} cancelled the statement ({text}): a lock or statement "
+            "timeout ran out while other transactions held what it needed; retry it"
+        )
+    if state == _BATCH_TOO_LARGE:
+        return EventValidationError("events", str(error.diag.message_primary))
+    if state == _NOT_ALONE:
+        return EventStoreError(
+            f"{error.diag.message_primary} at {where}; {error.diag.message_hint}"
+        )
+    if state in _INSUFFICIENT_PRIVILEGE and "append_events" in text:
+        return ConfigurationError(
+            f"PostgreSQL at {where} refused: {text}; this role may not append: as the owner "
+            "of the schema, run `eventstore migrate --app-role <this role>`"
         )
     if state in _INSUFFICIENT_PRIVILEGE:
         return ConfigurationError(
@@ -306,22 +332,35 @@ class PostgresEventStore(Closing):
         try:
             with self._pool.connection() as conn:
                 yield conn
+        except psycopg_pool.PoolClosed:
+            raise EventStoreError(
+                f"this store ({self._where}) is closed; open a new one with open_store()"
+            ) from None
         except psycopg_pool.PoolTimeout as error:
             raise self._pool_timeout(error) from error
         except psycopg.Error as error:
             raise _translate(error, self._where) from error
 
     def _pool_timeout(self, error: psycopg_pool.PoolTimeout) -> EventStoreError:
-        """No connection within the timeout: every one is busy, or none can be made."""
+        """No connection within the timeout: every one is busy, or none can be made. The pool
+        counts connections it is still trying to make as its own, so a full pool is only
+        called busy when the server accepts a new connection now."""
         stats = self._pool.get_stats()
         size, available = stats.get("pool_size", 0), stats.get("pool_available", 0)
-        if size >= self._pool.max_size and available == 0:
+        if size >= self._pool.max_size and available == 0 and self._server_answers():
             return StoreBusyError(
                 f"all {size} connections to PostgreSQL at {self._where} stayed in use for "
                 f"{self._pool.timeout:g} s; retry, lower the number of concurrent callers, or "
                 "open the store with a larger max_connections"
             )
         return _translate(error, self._where)
+
+    def _server_answers(self) -> bool:
+        try:
+            with psycopg.connect(self._url, connect_timeout=2):
+                return True
+        except psycopg.Error:
+            return False
 
     # -- schema -----------------------------------------------------------------------------
 
@@ -493,10 +532,12 @@ class PostgresEventStore(Closing):
         with self._connection() as conn:
             row = conn.execute(_HORIZON_STATUS, {"cap": _BEHIND_CAP}).fetchone()
             assert row is not None
-            horizon, head, behind, lag, xmin = row
+            horizon, head, behind, lag, xmin, restored = row
             found = conn.execute(_HORIZON_HOLDER, (xmin,)).fetchone()
         holder = HorizonHolder(*found) if found is not None else None
-        return LogHorizon(int(horizon), int(head), int(behind), float(lag or 0.0), holder)
+        return LogHorizon(
+            int(horizon), int(head), int(behind), float(lag or 0.0), holder, bool(restored)
+        )
 
     # -- outbox ---------------------------------------------------------------------------
 

@@ -75,6 +75,7 @@ _LATEST = (
     "ON e.position = (SELECT position FROM events WHERE aggregate_id = j.value "
     "ORDER BY version DESC LIMIT 1)"
 )
+_APPEND_ATTEMPTS = 3
 _PREDECESSOR = "SELECT aggregate_type FROM events WHERE aggregate_id = ? AND version = ?"
 _INSERT_EVENT = (
     "INSERT INTO events (position, id, aggregate_id, aggregate_type, event_type, version, "
@@ -201,26 +202,36 @@ class SqliteEventStore(Closing):
         # The common case costs no look-up beyond one index probe per aggregate continuing its
         # history: insert, and let the unique keys catch a version taken or an id reused.
         # Only when that fails (rolled back whole) is the batch compared with what is stored,
-        # to tell an idempotent retry from a duplicate id or a version conflict.
-        try:
-            with self._transaction() as conn:
-                return self._insert(conn, events)
-        except _Rejected as rejected:
-            with self._locked() as conn:
-                ids = json.dumps([e.id for e in events])
-                rows = conn.execute(_BY_IDS, (ids,)).fetchall()
-                stored = resolve_retry(events, {row[1]: event_from_row(row) for row in rows})
+        # to tell an idempotent retry from a duplicate id or a version conflict. Another
+        # process may commit between the two (the predecessor that was missing): then nothing
+        # explains the refusal any more, and the append runs again.
+        for _ in range(_APPEND_ATTEMPTS):
+            try:
+                with self._transaction() as conn:
+                    return self._insert(conn, events)
+            except _Rejected:
+                stored, problem = self._explain(events)
                 if stored is not None:
                     return stored
-                latest = json.dumps(list(first_of_each(events)))
-                found = conn.execute(_LATEST, (latest,)).fetchall()
-            problem = explain_conflict(events, {row[0]: (row[1], row[2]) for row in found})
-            if problem is not None:
-                raise problem from None
-            raise EventStoreError(
-                f"SQLite refused the append in {self.path} ({rejected or 'no predecessor'}), "
-                "and nothing stored explains it; check the file (PRAGMA integrity_check)"
-            ) from None
+                if problem is not None:
+                    raise problem from None
+        raise StoreBusyError(
+            f"appending to {self.path} kept being refused by concurrent appends "
+            f"({_APPEND_ATTEMPTS} attempts) that later looked fine; retry it"
+        )
+
+    def _explain(self, events: list[Event]) -> tuple[list[int] | None, EventStoreError | None]:
+        """Why an append was refused: its positions when it was stored already (a retry), or
+        the error to raise (a duplicate id, a version conflict), or neither."""
+        with self._locked() as conn:
+            ids = json.dumps([e.id for e in events])
+            rows = conn.execute(_BY_IDS, (ids,)).fetchall()
+            stored = resolve_retry(events, {row[1]: event_from_row(row) for row in rows})
+            if stored is not None:
+                return stored, None
+            latest = json.dumps(list(first_of_each(events)))
+            found = conn.execute(_LATEST, (latest,)).fetchall()
+        return None, explain_conflict(events, {row[0]: (row[1], row[2]) for row in found})
 
     def _insert(self, conn: sqlite3.Connection, events: list[Event]) -> list[int]:
         """Write the batch in the open write transaction; `_Rejected` when an aggregate's

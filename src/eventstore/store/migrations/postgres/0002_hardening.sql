@@ -7,6 +7,8 @@
 -- append without being able to write, change or remove rows itself (`eventstore migrate
 -- --app-role NAME`, PostgresEventStore.grant_app_role). It also checks the batch limit itself.
 -- The function body is otherwise that of 0001 (see there for the ordering argument).
+-- Run migrations as a role that owns the schema and is not a superuser: a SECURITY DEFINER
+-- function runs with its owner's rights.
 
 CREATE OR REPLACE FUNCTION append_events(p_events json, p_follows json) RETURNS SETOF bigint
 LANGUAGE plpgsql SECURITY DEFINER AS $$
@@ -92,6 +94,21 @@ DO $$
 BEGIN
     EXECUTE format('ALTER FUNCTION append_events(json, json) SET search_path = %I, pg_temp',
                    current_schema());
+END
+$$;
+-- Until now any role allowed to INSERT into events could append (the function ran with the
+-- caller's rights). Those roles keep appending, now through EXECUTE; nobody else may.
+DO $$
+DECLARE
+    grantee text;
+BEGIN
+    FOR grantee IN
+        SELECT DISTINCT g.grantee FROM information_schema.role_table_grants g
+        WHERE g.table_schema = current_schema() AND g.table_name = 'events'
+          AND g.privilege_type = 'INSERT' AND g.grantee <> 'PUBLIC'
+    LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION append_events(json, json) TO %I', grantee);
+    END LOOP;
 END
 $$;
 REVOKE ALL ON FUNCTION append_events(json, json) FROM PUBLIC;

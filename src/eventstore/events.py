@@ -22,6 +22,7 @@ import json
 import math
 import os
 import re
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -502,12 +503,16 @@ def _validated(data: Mapping[Any, Any]) -> dict[str, Any]:
     return values
 
 
-def _random_uuid() -> str:
-    """`str(uuid.uuid4())` at a fraction of the cost: the same 122 bits from os.urandom."""
-    digits = os.urandom(16).hex()
+def _time_ordered_uuid() -> str:
+    """A new event id: an RFC 9562 version 7 UUID, 48 bits of Unix time in milliseconds then
+    74 random bits (from os.urandom, as uuid4's). Ids made later sort later, so consecutive
+    appends write to the same end of the unique index on ids instead of a random page each:
+    about half the WAL on SQLite and far fewer full-page writes on PostgreSQL (see
+    bench/RESULTS.md). Unique as uuid4's are; the time it shows is already the event's."""
+    stamp = f"{time.time_ns() // 1_000_000:012x}"
+    digits = os.urandom(10).hex()
     return (
-        f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-"
-        f"{_VARIANT[digits[16]]}{digits[17:20]}-{digits[20:]}"
+        f"{stamp[:8]}-{stamp[8:12]}-7{digits[:3]}-{_VARIANT[digits[3]]}{digits[4:7]}-{digits[7:19]}"
     )
 
 
@@ -769,7 +774,7 @@ class Event(BaseModel):
         """A new event with a fresh random id, timestamped now unless `timestamp` is given."""
         return cls._built(
             {
-                "id": _random_uuid(),
+                "id": _time_ordered_uuid(),
                 "event_type": event_type,
                 "aggregate_id": aggregate_id,
                 "aggregate_type": aggregate_type,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
@@ -285,12 +286,19 @@ def test_subclasses_of_json_types_are_stored_as_the_plain_values() -> None:
     assert Event(**fields(version=Level.HIGH)).version.__class__ is int
 
 
-def test_new_ids_are_random_rfc_4122_version_4_uuids() -> None:
+def test_new_ids_are_time_ordered_version_7_uuids() -> None:
     ids = [new_event("Player", "p", "PlayerJoined", 1, {}).id for _ in range(200)]
     assert len(set(ids)) == len(ids)
     for text in ids:
         parsed = uuid.UUID(text)
-        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (7, uuid.RFC_4122, text)
+        assert abs((parsed.int >> 80) - time.time() * 1000) < 60_000  # its time: now, in ms
+    # Ids of later milliseconds sort after earlier ones (within one, at random).
+    first = new_event("Player", "p", "PlayerJoined", 1, {}).id
+    started = time.monotonic_ns()
+    while time.monotonic_ns() - started < 2_000_000:  # two milliseconds later
+        pass
+    assert new_event("Player", "p", "PlayerJoined", 1, {}).id > first
 
 
 @pytest.mark.parametrize(("char", "width"), [("x", 1), ("é", 2), ("😀", 4), ("\n", 2), ("\x01", 6)])

@@ -27,9 +27,11 @@ peer-sqlite    our embedded SQLite store against eventsourcing's SQLiteApplicati
                on a file of its own in a temporary directory (`--sqlite-dir`).
                Both peer groups run two workloads: (a) 1 writer appending single events, and
                (b) 4 threads each appending batches of 25 events (one event per aggregate, each
-               thread its own 25 aggregates). Ours is measured twice: end to end (`Event.new`
-               built and validated inside the timed loop, then appended) and store only (the
-               same events built beforehand). The peer is measured with its own object
+               thread its own 25 aggregates). Ours is measured three times: end to end
+               (`Event.new` built and validated inside the timed loop, then appended), store
+               only (the same events built beforehand), and via EventProducer (built inside
+               the loop and published through the producer, which is how game services write:
+               concurrent callers share transactions). The peer is measured with its own object
                construction inside the timed loop: a dict of the same fields as our event's
                `to_dict()`, `json.dumps(...).encode()` of it as the state, and the
                `StoredEvent(originator_id=UUID, originator_version, topic, state)`. So both
@@ -73,7 +75,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from eventstore import Event, EventStore, open_store
+from eventstore import Event, EventProducer, EventStore, open_store
 from eventstore.config import Settings
 from eventstore.events import encode_json
 from eventstore.store.postgres import PostgresEventStore
@@ -414,15 +416,25 @@ def warm_up_chunks(events: int) -> list[range]:
     return [range(start, min(start + 5000, events)) for start in range(0, events, 5000)]
 
 
-def run_ours(store: EventStore, load: Workload, *, prebuilt: bool, warm_up: int) -> float:
+def run_ours(
+    store: EventStore,
+    load: Workload,
+    *,
+    prebuilt: bool,
+    warm_up: int,
+    producer: EventProducer | None = None,
+) -> float:
     """Events/s of our store; the events built inside the timed loop unless `prebuilt`.
-    `warm_up` events are appended first, untimed."""
+    `warm_up` events are appended first, untimed. With `producer`, the events go through it
+    (validation, group commit) instead of straight to the store."""
 
     def batch(worker: int, append: int) -> list[Event]:
         return [make_event(aggregate(worker, i), append + 1) for i in range(load.batch)]
 
     def append(events: list[Event]) -> None:
-        if len(events) == 1:
+        if producer is not None:
+            producer.publish_many(events)
+        elif len(events) == 1:
             store.append_event(events[0])
         else:
             store.append_events(events)
@@ -611,7 +623,7 @@ def run_peer_group(
 ) -> list[tuple[str, Workload, dict[str, float]]]:
     """Alternate peer, ours end to end and ours store only; medians of `rounds`."""
     rates: dict[str, dict[str, list[float]]] = {
-        load.label: {"peer": [], "ours": [], "store only": []} for load in loads
+        load.label: {"peer": [], "ours": [], "store only": [], "producer": []} for load in loads
     }
     for round_number in range(1, rounds + 1):
         for load in loads:
@@ -621,12 +633,22 @@ def run_peer_group(
                 ours_rate = run_ours(store, load, prebuilt=False, warm_up=warm_up)
             with ours(load.writers) as store:
                 store_rate = run_ours(store, load, prebuilt=True, warm_up=warm_up)
-            measured = {"peer": peer_rate, "ours": ours_rate, "store only": store_rate}
+            with ours(load.writers) as store, EventProducer(store) as producer:
+                producer_rate = run_ours(
+                    store, load, prebuilt=False, warm_up=warm_up, producer=producer
+                )
+            measured = {
+                "peer": peer_rate,
+                "ours": ours_rate,
+                "store only": store_rate,
+                "producer": producer_rate,
+            }
             for kind, rate in measured.items():
                 rates[load.label][kind].append(rate)
             print(
                 f"round {round_number} {backend:8} {load.label:26} ours {ours_rate:8,.0f}/s  "
-                f"store only {store_rate:8,.0f}/s  peer {peer_rate:8,.0f}/s"
+                f"store only {store_rate:8,.0f}/s  producer {producer_rate:8,.0f}/s  "
+                f"peer {peer_rate:8,.0f}/s"
             )
     return [
         (backend, load, {k: statistics.median(v) for k, v in rates[load.label].items()})
@@ -637,16 +659,18 @@ def run_peer_group(
 def report_peer(results: list[tuple[str, Workload, dict[str, float]]], rounds: int) -> None:
     print("\n### Our store against eventsourcing's recorders (events/s)\n")
     print(
-        "| backend | workload | ours end to end | ours store only | eventsourcing "
-        "| end to end / peer | store only / peer | aim (end to end) |"
+        "| backend | workload | ours end to end | ours store only | ours via EventProducer "
+        "| eventsourcing | end to end / peer | store only / peer | via producer / peer "
+        "| aim (end to end) |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for backend, load, m in results:
         ratio = m["ours"] / m["peer"]
         aim = PEER_AIMS.get((backend, load.label))
         print(
             f"| {backend} | {load.label} | {m['ours']:,.0f} | {m['store only']:,.0f} "
-            f"| {m['peer']:,.0f} | {ratio:.2f}x | {m['store only'] / m['peer']:.2f}x "
+            f"| {m['producer']:,.0f} | {m['peer']:,.0f} | {ratio:.2f}x "
+            f"| {m['store only'] / m['peer']:.2f}x | {m['producer'] / m['peer']:.2f}x "
             f"| {verdict(ratio, aim) if aim else ''} |"
         )
     print(f"\nmedians of {rounds} rounds")

@@ -8,7 +8,6 @@ place that knows about SQLSTATEs.
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -138,15 +137,19 @@ _OUTBOX_BATCH = sql.SQL(
     "SELECT {cols} FROM outbox o JOIN events e ON e.position = o.position "
     "ORDER BY o.position LIMIT %(limit)s"
 ).format(cols=_OUTBOX_COLUMNS)
-# One shard of several: the oldest rows of its buckets, each bucket read from the index on
-# (bucket, position), merged in position order, so that a relay stops after `limit` rows
-# however large the other shards' backlog (filtering `bucket % shards` on the whole outbox
-# scanned it all on every poll of an idle relay).
-_SHARD_BUCKET = sql.SQL("(SELECT position FROM outbox WHERE bucket = {} ORDER BY position)")
+# One shard of several. Its oldest row is found with one probe of the (bucket, position)
+# index per bucket of the shard; the batch is then read in position order from there,
+# keeping the shard's rows. So an idle relay never scans the other shards' backlog (it finds
+# no first row and stops), and a busy one reads from its own first row on, never sorting its
+# whole backlog (a merge of per-bucket scans, tried first, made the planner sort it all).
+# What it still reads beyond the batch are the other shards' rows interleaved with its own
+# (about shards - 1 per row of a balanced outbox).
 _SHARD_BATCH = sql.SQL(
-    "SELECT {cols} FROM ({buckets}) o JOIN events e ON e.position = o.position "
-    "ORDER BY o.position LIMIT %(limit)s"
-)
+    "SELECT {cols} FROM outbox o JOIN events e ON e.position = o.position "
+    "WHERE o.position >= (SELECT min(f.position) FROM unnest(%(buckets)s::int[]) b(bucket), "
+    "LATERAL (SELECT position FROM outbox WHERE bucket = b.bucket ORDER BY position LIMIT 1) f) "
+    "AND o.bucket %% %(shards)s = %(shard)s ORDER BY o.position LIMIT %(limit)s"
+).format(cols=_OUTBOX_COLUMNS)
 # The outbox's depth, counted exactly up to this many rows; above it, the planner's estimate
 # (counting a large backlog every second, in every relay, would itself slow the drain).
 _EXACT_DEPTH = 10_000
@@ -248,15 +251,6 @@ def _follows(events: Sequence[Event]) -> list[dict[str, Any]]:
         for e in first_of_each(events).values()
         if e.version > 1
     ]
-
-
-@functools.lru_cache(maxsize=64)
-def _shard_batch(shard: int, shards: int) -> sql.Composed:
-    """The batch query of one shard: a merge of its buckets' index scans (see above)."""
-    buckets = sql.SQL(" UNION ALL ").join(
-        _SHARD_BUCKET.format(sql.Literal(bucket)) for bucket in range(shard, OUTBOX_BUCKETS, shards)
-    )
-    return _SHARD_BATCH.format(cols=_OUTBOX_COLUMNS, buckets=buckets)
 
 
 class PostgresEventStore(Closing):
@@ -543,9 +537,14 @@ class PostgresEventStore(Closing):
 
     def outbox_batch(self, limit: int, *, shard: int = 0, shards: int = 1) -> list[Event]:
         check_shard(shard, shards)
-        query = _OUTBOX_BATCH if shards == 1 else _shard_batch(shard, shards)
+        params: dict[str, Any] = {"limit": check_limit(limit), "shard": shard, "shards": shards}
+        if shards == 1:
+            query = _OUTBOX_BATCH
+        else:
+            query = _SHARD_BATCH
+            params["buckets"] = list(range(shard, OUTBOX_BUCKETS, shards))
         with self._connection() as conn:
-            rows = conn.execute(query, {"limit": check_limit(limit)}).fetchall()
+            rows = conn.execute(query, params).fetchall()
         return [event_from_row(row) for row in rows]
 
     def outbox_remove(self, positions: Sequence[int]) -> None:

@@ -113,6 +113,7 @@ END
 $$;
 REVOKE ALL ON FUNCTION append_events(json, json) FROM PUBLIC;
 
--- Each relay shard reads its own buckets in position order (a merge of per-bucket index
--- scans), instead of filtering the whole outbox by `bucket % shards`.
+-- A relay shard finds its oldest row with one probe per bucket of the shard, instead of
+-- scanning the whole outbox by `bucket % shards` (an idle shard scanned every other shard's
+-- backlog on every poll).
 CREATE INDEX outbox_bucket_position ON outbox (bucket, position);

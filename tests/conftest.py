@@ -94,7 +94,10 @@ def pg_bindir() -> str:
     path = os.environ.get("EVENTSTORE_TEST_PG_BINDIR")
     if path and (Path(path) / "pg_dump").exists():
         return path
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_dump"))
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/pg_dump"),
+        key=lambda dump: [int(p) for p in dump.parent.parent.name.split(".") if p.isdigit()],
+    )
     if not found:
         _unavailable("pg_dump (EVENTSTORE_TEST_PG_BINDIR unset)")
     return str(found[-1].parent)
@@ -111,6 +114,18 @@ def pg_schema(postgres_url: str) -> Iterator[str]:
     schema = unique_name("t")
     yield schema
     drop_schema(postgres_url, schema)
+
+
+@pytest.fixture
+def app_role(postgres_url: str) -> Iterator[str]:
+    """A login role of its own for this test (roles belong to the cluster), dropped after."""
+    role = unique_name("app")
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    yield role
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
 def drop_schema(url: str, schema: str) -> None:

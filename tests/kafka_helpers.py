@@ -7,7 +7,7 @@ import socket
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.error import URLError
@@ -161,14 +161,6 @@ class RelayThread:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def wait_for(condition: Callable[[], object], what: str, timeout: float = 30) -> None:
-    """Poll `condition` until it holds; fail after `timeout` seconds, naming `what`."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.02)
 
 
 def free_port() -> int:

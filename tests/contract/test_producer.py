@@ -29,7 +29,7 @@ from eventstore.errors import ConfigurationError, ImmutableEventError, StoreBusy
 from eventstore.producer import Change, EventProducer, OutcomeUnknownError
 from eventstore.versioning import PayloadSchemas
 from tests.contract.test_store_contract import all_events
-from tests.helpers import event, history
+from tests.helpers import event, history, wait_for
 
 # Tests of the producer's own timing run on one backend: the store's part is the same.
 sqlite_only = pytest.mark.parametrize("backend", ["sqlite"])
@@ -47,12 +47,16 @@ class SpyStore:
         self._release = threading.Event()
         self._hold_next = False
         self._failures: list[EventStoreError] = []
+        self._lost_answers: list[EventStoreError] = []
         self._refused: dict[str, EventStoreError] = {}
 
     def append_events(self, events: Sequence[Event]) -> list[int]:
         self.calls.append(list(events))
         if self._failures:
             raise self._failures.pop(0)
+        if self._lost_answers:  # the append commits, and then its answer is lost
+            self._store.append_events(events)
+            raise self._lost_answers.pop(0)
         refused = [self._refused[e.aggregate_id] for e in events if e.aggregate_id in self._refused]
         if refused:
             raise refused[0]
@@ -72,6 +76,10 @@ class SpyStore:
 
     def fail_next(self, *errors: EventStoreError) -> None:
         self._failures.extend(errors)
+
+    def lose_next_answer(self, error: EventStoreError) -> None:
+        """The next append commits, then raises `error` (a connection lost after COMMIT)."""
+        self._lost_answers.append(error)
 
     def refuse(self, aggregate_id: str, error: EventStoreError) -> None:
         self._refused[aggregate_id] = error
@@ -102,13 +110,6 @@ class Call:
         self._thread.join(timeout)
         assert not self._thread.is_alive(), f"the call did not return within {timeout}s"
         return self._outcome
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.005)
 
 
 def publish_in_one_group(
@@ -237,6 +238,28 @@ def test_resends_in_a_group_get_their_stored_positions(store: EventStore) -> Non
     assert isinstance(answers["new"], list)
     assert isinstance(answers["changed"], DuplicateEventError)
     assert [e.aggregate_id for e in all_events(store)] == ["p", "r", "warm-up", "q"]
+
+
+def test_a_group_retried_after_its_commit_was_lost_gets_the_stored_positions(
+    store: EventStore,
+) -> None:
+    """The connection drops after COMMIT: the producer cannot know, retries the group, and the
+    retry is an idempotent resend: each caller gets the positions stored the first time."""
+    spy = SpyStore(store)
+    with EventProducer(spy) as producer:
+        spy.hold()
+        warm_up = Call(producer.publish, event("warm-up", 1))
+        wait_for(spy.holding.is_set, "the committer to enter its append")
+        spy.lose_next_answer(StoreUnavailableError("the connection was lost after COMMIT"))
+        calls = [Call(producer.publish, event(name, 1)) for name in ("a", "b")]
+        wait_for(lambda: producer.queued == 2, "both requests to be queued")
+        spy.let_go()
+        answers = [warm_up.outcome(), *(call.outcome() for call in calls)]
+    assert all(isinstance(a, int) for a in answers), answers
+    assert [spy.aggregates(c) for c in (1, 2)] == [["a", "b"]] * 2, "retried as a group"
+    stored = all_events(store)
+    assert len(stored) == 3, "written once"
+    assert answers[1:] == [e.position for e in stored if e.aggregate_id in ("a", "b")]
 
 
 @sqlite_only

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
 from typer.testing import CliRunner
 
 from eventstore.cli import app
@@ -17,32 +15,21 @@ from tests.unit.test_cli import run
 pytestmark = pytest.mark.postgres
 
 
-@pytest.fixture
-def role(postgres_url: str) -> Iterator[str]:
-    """A role of its own for this test (roles belong to the cluster), dropped afterwards."""
-    name = unique_name("app")
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(name)))
-    yield name
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
-        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
-
-
 def test_migrate_grants_the_app_role_its_rights(
-    postgres_url: str, pg_schema: str, role: str
+    postgres_url: str, pg_schema: str, app_role: str
 ) -> None:
     result = CliRunner().invoke(
-        app, ["--database-url", postgres_url, "--schema", pg_schema, "migrate", "--app-role", role]
+        app,
+        ["--database-url", postgres_url, "--schema", pg_schema, "migrate", "--app-role", app_role],
     )
     assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines()[0] == f"granted {role}: append, read and drain the outbox"
+    assert result.stdout.splitlines()[0] == f"granted {app_role}: append, read and drain the outbox"
     assert "applied 0001_initial.sql" in result.stdout
     with psycopg.connect(postgres_url) as conn:
         granted = conn.execute(
             "SELECT has_schema_privilege(%(role)s, %(schema)s, 'USAGE'), "
             "has_table_privilege(%(role)s, format('%%I.events', %(schema)s), 'SELECT')",
-            {"role": role, "schema": pg_schema},
+            {"role": app_role, "schema": pg_schema},
         ).fetchone()
     assert granted == (True, True)
 

@@ -8,7 +8,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, timedelta
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -26,7 +25,7 @@ from eventstore.errors import StoreBusyError
 from eventstore.store.postgres import PostgresEventStore
 from tests.conftest import StoreFactory, unique_name
 from tests.contract.test_store_contract import all_events
-from tests.helpers import event, history
+from tests.helpers import event, history, url_with, wait_for
 from tests.integration.test_postgres import raw
 
 pytestmark = pytest.mark.postgres
@@ -37,20 +36,10 @@ def backend() -> str:
     return "postgres"
 
 
-def _with(url: str, *, dbname: str | None = None, user: str | None = None) -> str:
-    """The URL with another database or user (the tests' server trusts loopback users)."""
-    parts = urlsplit(url)
-    netloc = parts.netloc if user is None else f"{user}@{parts.netloc.rpartition('@')[2]}"
-    path = parts.path if dbname is None else f"/{dbname}"
-    return urlunsplit(parts._replace(netloc=netloc, path=path))
-
-
 def settled_events(store: EventStore, timeout: float = 30.0) -> list[Event]:
     """The whole log once no transaction anywhere in the cluster holds its horizon back
     (other sessions' transactions make readers wait, by design)."""
-    deadline = time.monotonic() + timeout
-    while store.log_horizon().events_behind and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: store.log_horizon().events_behind == 0, "the horizon to pass", timeout)
     return all_events(store)
 
 
@@ -66,7 +55,7 @@ def database_in_kolkata(postgres_url: str) -> Iterator[str]:
         conn.execute(
             sql.SQL("ALTER DATABASE {} SET TimeZone = 'Asia/Kolkata'").format(sql.Identifier(name))
         )
-    yield _with(postgres_url, dbname=name)
+    yield url_with(postgres_url, dbname=name)
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
@@ -127,6 +116,9 @@ def test_a_deadlock_between_two_batches_is_resolved_as_a_conflict(
         for t in threads:
             t.join()
         assert sorted(outcomes) == ["conflict", "stored"]
+        # Atomic: the loser (rolled back by the deadlock, or refused) left nothing behind.
+        stored = {e.id for e in all_events(store) if e.aggregate_id.startswith(f"r{round_}-")}
+        assert stored in ({e.id for e in batches[0]}, {e.id for e in batches[1]})
     # The scenario really happened (statistics reach pg_stat_database within a second or so).
     deadline = time.monotonic() + 20
     while _deadlocks(postgres_url) == before and time.monotonic() < deadline:
@@ -217,17 +209,6 @@ def test_the_batch_limit_holds_for_callers_of_the_sql_function(
 # -- role separation -----------------------------------------------------------------------
 
 
-@pytest.fixture
-def app_role(postgres_url: str) -> Iterator[str]:
-    role = unique_name("app")
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
-    yield role
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
-        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
-
-
 def test_an_application_role_appends_and_reads_but_cannot_change_history(
     store: EventStore, postgres_url: str, pg_schema: str, app_role: str
 ) -> None:
@@ -237,7 +218,7 @@ def test_an_application_role_appends_and_reads_but_cannot_change_history(
         store.grant_app_role(unique_name("nobody"))
     store.grant_app_role(app_role)
     store.grant_app_role(app_role)  # idempotent
-    app_url = _with(postgres_url, user=app_role)
+    app_url = url_with(postgres_url, user=app_role)
     with open_store(app_url, schema=pg_schema) as app:
         app.append_event(event("p", 3))
         assert [e.version for e in app.get_events_by_aggregate("p")] == [1, 2, 3]
@@ -288,6 +269,47 @@ def test_a_shard_reads_only_its_buckets_in_position_order(store: EventStore) -> 
     assert first_two == store.outbox_batch(1000, shard=1, shards=3)[:2]
 
 
+def test_a_shard_drained_in_small_batches_gets_each_of_its_events_once_in_order(
+    store: EventStore,
+) -> None:
+    """Appends in many transactions (positions far apart), a shard's relay draining a few at
+    a time while another shard's rows stay: each batch is the oldest of the shard's rows."""
+    from eventstore.store._outbox import outbox_bucket
+
+    for version in (1, 2, 3):
+        for n in range(30):
+            store.append_event(event(f"a{n}", version))
+    mine = [e for e in store.outbox_batch(1000) if outbox_bucket(e.aggregate_id) % 2 == 1]
+    drained: list[Event] = []
+    while batch := store.outbox_batch(7, shard=1, shards=2):
+        assert batch == [e for e in mine if e not in drained][:7], "the oldest of the shard"
+        drained.extend(batch)
+        store.outbox_remove([e.position or 0 for e in batch])
+    assert drained == mine
+    others = store.outbox_batch(1000, shard=0, shards=2)
+    assert len(others) == 90 - len(mine) > 0
+
+
+def test_an_append_never_passes_a_predecessor_still_committing(
+    store: EventStore, postgres_url: str, pg_schema: str
+) -> None:
+    """Version 2 needs version 1 committed: while it is in flight, appending 2 is a conflict
+    (not a gap), and once it commits, 2 is stored after it in the log."""
+    from tests.integration.test_postgres import call_append
+
+    first = event("p", 1)
+    with raw(postgres_url, pg_schema, autocommit=False) as in_flight:
+        call_append(in_flight, first)
+        with pytest.raises(ConcurrencyError) as caught:
+            store.append_event(event("p", 2))
+        assert caught.value.current_version == 0
+        in_flight.commit()
+    second = store.append_event(event("p", 2))
+    log = [e for e in settled_events(store) if e.aggregate_id == "p"]
+    assert [e.version for e in log] == [1, 2]
+    assert (log[0].position or 0) < second == log[1].position
+
+
 def test_roles_that_could_append_before_the_upgrade_still_can(
     postgres_url: str, pg_schema: str, app_role: str
 ) -> None:
@@ -313,6 +335,6 @@ def test_roles_that_could_append_before_the_upgrade_still_can(
         )
     with open_store(postgres_url, schema=pg_schema) as owner:
         assert owner.migrate()[0].startswith("0002")
-    with open_store(_with(postgres_url, user=app_role), schema=pg_schema) as app:
+    with open_store(url_with(postgres_url, user=app_role), schema=pg_schema) as app:
         app.append_events(history("p", 2))
         assert [e.version for e in app.get_events_by_aggregate("p")] == [1, 2]

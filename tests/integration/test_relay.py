@@ -29,14 +29,13 @@ from eventstore import (
 from eventstore.producer import EventProducer
 from tests.conftest import StoreFactory, _unavailable, drop_schema, unique_name
 from tests.contract.test_store_contract import all_events
-from tests.helpers import event
+from tests.helpers import event, wait_for
 from tests.kafka_helpers import (
     RelayThread,
     check_delivery,
     free_port,
     read_topics,
     scrape,
-    wait_for,
     wait_until_drained,
 )
 

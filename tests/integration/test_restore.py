@@ -11,7 +11,6 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -21,7 +20,7 @@ from eventstore import EventStore, MigrationError, open_store
 from eventstore.store.postgres import PostgresEventStore
 from tests.conftest import unique_name
 from tests.contract.test_store_contract import all_events
-from tests.helpers import event, history
+from tests.helpers import event, history, url_with
 
 pytestmark = pytest.mark.postgres
 
@@ -44,7 +43,7 @@ def target_database(restore_target_url: str) -> Iterator[str]:
     name = unique_name("restored")
     with psycopg.connect(restore_target_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield urlunsplit(urlsplit(restore_target_url)._replace(path=f"/{name}"))
+    yield url_with(restore_target_url, dbname=name)
     with psycopg.connect(restore_target_url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 

@@ -106,20 +106,20 @@ _READ_ALL = sql.SQL(
     "ORDER BY position LIMIT %(limit)s"
 ).format(cols=_COLUMNS, horizon=sql.SQL(_HORIZON))
 _HORIZON_STATUS = sql.SQL(
-    "WITH h AS (SELECT {horizon} AS horizon) "
-    "SELECT h.horizon, "
-    "(SELECT coalesce(max(position), 0) FROM events), "
+    "WITH s AS (SELECT pg_current_snapshot() AS snap, "
+    "(SELECT base FROM position_base) AS base, "
+    "(SELECT coalesce(max(position), 0) FROM events) AS head), "
+    "h AS (SELECT ((pg_snapshot_xmin(snap)::text::bigint + base) << 16) AS horizon, head, "
+    "pg_snapshot_xmin(snap)::text::bigint %% 4294967296 AS xmin32, "
+    # The same test as append_events(): a stored position above anything this cluster's
+    # transactions can reach means a restore from a logical dump, not a slow transaction.
+    "head >= ((pg_snapshot_xmax(snap)::text::bigint + base) << 16) AS restored FROM s) "
+    "SELECT h.horizon, h.head, "
     "(SELECT count(*) FROM (SELECT FROM events WHERE position >= h.horizon LIMIT %(cap)s) c), "
     "(SELECT extract(epoch FROM clock_timestamp() - recorded_at)::float8 FROM events "
     " WHERE position >= h.horizon ORDER BY position LIMIT 1), "
-    "pg_snapshot_xmin(pg_current_snapshot())::text::bigint %% 4294967296, "
-    # The same test as append_events(): a stored position above anything this cluster's
-    # transactions can reach means a restore from a logical dump, not a slow transaction.
-    "(SELECT coalesce(max(position), 0) FROM events) >= "
-    "((pg_snapshot_xmax(pg_current_snapshot())::text::bigint "
-    "+ (SELECT base FROM position_base)) << 16) "
-    "FROM h"
-).format(horizon=sql.SQL(_HORIZON))
+    "h.xmin32, h.restored FROM h"
+)
 _HORIZON_HOLDER = sql.SQL(
     "SELECT pid, datname, usename, state, xact_start, query_start, left(query, 200) "
     "FROM pg_stat_activity WHERE backend_xid::text::bigint = %s LIMIT 1"

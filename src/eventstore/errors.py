@@ -122,3 +122,34 @@ class OutcomeUnknownError(EventStoreError, TimeoutError):
     of the events already stored."""
 
     retriable = True
+
+
+class ProjectionError(EventStoreError):
+    """A projection is defined wrongly (a bad name, two projections with one name, a document
+    that is not JSON) or cannot run as asked; the message names the projection."""
+
+
+class HandlerError(ProjectionError):
+    """A projection's handler raised on an event (not retriable: the same event fails the
+    same way until the handler is fixed). Carries what the dead-letter queue records."""
+
+    def __init__(
+        self, projection: str, event_id: str, aggregate_id: str, version: int, error: BaseException
+    ) -> None:
+        self.projection = projection
+        self.event_id = event_id
+        self.aggregate_id = aggregate_id
+        self.version = version
+        self.error_type = type(error).__name__
+        self.error_message = " ".join(str(error).split())[:1000]
+        super().__init__(
+            f"projection {projection!r} failed on event {event_id} (aggregate "
+            f"{aggregate_id!r}, version {version}): {self.error_type}: {self.error_message}; "
+            "fix the handler, then run `eventstore projections retry "
+            f"{projection} --aggregate {aggregate_id}`"
+        )
+
+
+class FencedError(ProjectionError):
+    """A runner or a rebuild wrote to a generation of a read model that is no longer the one
+    it may write (a newer rebuild started, or the generation was switched or dropped)."""

@@ -229,7 +229,7 @@ def test_commands_are_recognised_by_shape() -> None:
 
 
 def test_the_wire_document_is_the_events_json_form() -> None:
-    from eventstore.producer._wire import to_document
+    from eventstore._wire import to_document
 
     for moment in (datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 1, 2, 3, 45, tzinfo=UTC)):
         event = Event(**fields(timestamp=moment)).model_copy(

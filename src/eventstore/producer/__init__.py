@@ -9,11 +9,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from eventstore._topics import events_topic, snake_case
+from eventstore._wire import Message, from_message, to_message
 from eventstore.errors import OutcomeUnknownError, PublishError
 from eventstore.producer._producer import Change, EventProducer
 from eventstore.producer._relay import OutboxRelay, Publisher, RelaySettings
-from eventstore.producer._topics import events_topic, snake_case
-from eventstore.producer._wire import Message, from_message, to_message
 
 if TYPE_CHECKING:
     from eventstore.producer._kafka import KafkaPublisher

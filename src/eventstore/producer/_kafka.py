@@ -23,10 +23,10 @@ from kafka.errors import (
     TopicAuthorizationFailedError,
 )
 
+from eventstore._topics import check_prefix, events_topic, topic_configs
+from eventstore._wire import to_message
 from eventstore.errors import ConfigurationError, PublishError
 from eventstore.events import Event
-from eventstore.producer._topics import check_prefix, events_topic, topic_configs
-from eventstore.producer._wire import to_message
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,11 @@ from eventstore.store._protocol import (
     Outbox,
     OutboxLease,
     OutboxStatus,
+    ProjectionCounts,
+    ProjectionFailure,
+    ProjectionRecord,
+    ReadModels,
+    ReadModelTransaction,
 )
 from eventstore.versioning import Upcasters
 
@@ -37,6 +42,11 @@ __all__ = [
     "Outbox",
     "OutboxLease",
     "OutboxStatus",
+    "ProjectionCounts",
+    "ProjectionFailure",
+    "ProjectionRecord",
+    "ReadModelTransaction",
+    "ReadModels",
     "as_batch",
     "open_store",
     "sqlite_path",

@@ -7,12 +7,14 @@ the cross-aggregate queries; `EventStore` adds the lifecycle. Every backend impl
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from types import TracebackType
-from typing import NamedTuple, Protocol, Self, runtime_checkable
+from typing import Any, NamedTuple, Protocol, Self, runtime_checkable
 
 from eventstore.events import Event
+from eventstore.versioning import Upcasters
 
 MAX_READ_LIMIT = 10_000
 """Largest `limit` a bounded read accepts: no read loads an unbounded result into memory."""
@@ -183,8 +185,218 @@ class LogMonitor(Protocol):
         ...
 
 
+class ProjectionRecord(NamedTuple):
+    """A projection as the store knows it: which generation of its read model readers see,
+    and which one a rebuild is building."""
+
+    name: str
+    active_generation: int
+    active_version: int
+    """The projection's version (in code) that built the active generation."""
+    active_position: int
+    """How far the active generation has read the global log (store-tail source, catch-up)."""
+    building_generation: int | None
+    building_version: int | None
+    building_position: int
+    handoff_at: datetime | None
+    """When the first catch-up from the global log ended (the Kafka source starts its
+    partitions a margin before it)."""
+    dead_lettered: int
+    last_error: str | None
+    last_error_at: datetime | None
+    updated_at: datetime
+
+
+class ProjectionFailure(NamedTuple):
+    """An event a projection's handler failed on: parked (it and every later event of its
+    aggregate wait) or skipped (recorded, passed)."""
+
+    aggregate_id: str
+    version: int
+    event_id: str
+    position: int
+    event_type: str
+    policy: str
+    """`park` or `skip`."""
+    error_type: str
+    message: str
+    failed_at: datetime
+    held_version: int
+    """Parked: the latest version of the aggregate seen waiting behind it."""
+
+
+class ProjectionCounts(NamedTuple):
+    documents: int
+    checkpoints: int
+    parked: int
+    skipped: int
+
+
+class ReadModelTransaction(Protocol):
+    """One transaction on one generation of a projection's read model: documents,
+    per-aggregate checkpoints and failures change together, or not at all.
+
+    The projection's row is locked for the transaction (shared by runners, exclusive for a
+    switch), so a generation cannot be switched or dropped while a batch writes to it.
+    """
+
+    projection: str
+    generation: int
+    version: int
+    """The projection version this generation was built by."""
+    backend: str
+    """`postgres` or `sqlite`: which SQL `connection` speaks."""
+
+    @property
+    def connection(self) -> Any:
+        """The transaction's database connection (psycopg or sqlite3), for projections with
+        tables of their own."""
+        ...
+
+    def lock_checkpoints(self, aggregate_ids: Collection[str]) -> dict[str, int]:
+        """Each aggregate's last applied version (0 when none), locked until the end of the
+        transaction: a concurrent batch on the same aggregate waits, then sees what this one
+        wrote."""
+        ...
+
+    def save_checkpoints(self, checkpoints: Mapping[str, tuple[int, int]]) -> None:
+        """Set aggregates' (last applied version, its position)."""
+        ...
+
+    def load_documents(self, keys: Collection[str]) -> dict[str, str]:
+        """The documents stored under `keys`, as JSON text (absent keys left out), locked
+        like checkpoints."""
+        ...
+
+    def write_documents(
+        self,
+        inserts: Mapping[str, str],
+        upserts: Mapping[str, str],
+        deletes: Collection[str],
+    ) -> None:
+        """Write JSON texts: `inserts` were seen absent in this transaction (one created
+        concurrently makes the transaction fail, retriably), `upserts` overwrite."""
+        ...
+
+    def find_documents(self, field: str, value: Any, limit: int) -> list[tuple[str, Any]]:
+        """Documents whose top-level `field` equals `value`, by key."""
+        ...
+
+    def parked(self, aggregate_ids: Collection[str]) -> dict[str, ProjectionFailure]:
+        """The parked failure of each of these aggregates that has one."""
+        ...
+
+    def record_failure(self, failure: ProjectionFailure) -> None: ...
+
+    def hold(self, aggregate_id: str, version: int) -> None:
+        """Note that `version` of a parked aggregate arrived and waits."""
+        ...
+
+    def clear_parked(self, aggregate_id: str) -> None: ...
+
+    def reset_aggregate(self, aggregate_id: str) -> None:
+        """Forget the aggregate's checkpoint and failures in this generation."""
+        ...
+
+    def set_position(self, position: int) -> None:
+        """How far this generation has read the global log."""
+        ...
+
+    def note(self, *, dead_lettered: int = 0, error: str | None = None) -> None:
+        """Count dead-lettered events and remember the last error."""
+        ...
+
+    def mark_handoff(self, at: datetime) -> None: ...
+
+    def behind(self, generation: int) -> dict[str, int]:
+        """Aggregates whose checkpoint in `generation` is ahead of this transaction's
+        generation, with that checkpoint (a rebuild catches them up before it switches)."""
+        ...
+
+    def switch(self) -> int:
+        """Make this (building) generation the active one and drop the one it replaces; only
+        in an exclusive transaction. Returns the dropped generation."""
+        ...
+
+
 @runtime_checkable
-class EventStore(AggregateStore, EventLog, Outbox, LogMonitor, Protocol):
+class ReadModels(Protocol):
+    """Read models of projections and their bookkeeping (checkpoints, generations, failures),
+    in the store's own database."""
+
+    @property
+    def upcasters(self) -> Upcasters:
+        """The upcasters every read path applies (decoding a Kafka record uses them too)."""
+        ...
+
+    def register_projection(self, name: str, version: int) -> ProjectionRecord:
+        """The projection's record, created (generation 1, built by `version`) if absent."""
+        ...
+
+    def projection_record(self, name: str) -> ProjectionRecord | None: ...
+
+    def projection_records(self) -> list[ProjectionRecord]: ...
+
+    def projection_transaction(
+        self, name: str, generation: int | None = None, *, exclusive: bool = False
+    ) -> AbstractContextManager[ReadModelTransaction]:
+        """A transaction on the active generation (or on `generation`, which must be the
+        active or the building one, else `FencedError`)."""
+        ...
+
+    def begin_generation(self, name: str, version: int) -> int:
+        """Start building a new generation (a rebuild); a rebuild in progress is fenced out."""
+        ...
+
+    def drop_generation(self, name: str, generation: int) -> None:
+        """Remove a generation that is not the active one (the one a switch replaced, or a
+        building one: its rebuild is then fenced out)."""
+        ...
+
+    def drop_projection(self, name: str) -> None:
+        """Remove the projection, its documents, checkpoints and failures."""
+        ...
+
+    def get_document(self, projection: str, key: str) -> Any | None:
+        """A document of the active generation (None when absent)."""
+        ...
+
+    def find_documents(
+        self, projection: str, field: str, value: Any, limit: int = 100
+    ) -> list[tuple[str, Any]]:
+        """Documents of the active generation whose top-level `field` equals `value`."""
+        ...
+
+    def list_documents(
+        self, projection: str, after_key: str = "", limit: int = 100
+    ) -> list[tuple[str, Any]]:
+        """Documents of the active generation by key, after `after_key` (a page)."""
+        ...
+
+    def projection_failures(
+        self,
+        name: str,
+        *,
+        policy: str | None = None,
+        aggregate_id: str | None = None,
+        limit: int = 1000,
+    ) -> list[ProjectionFailure]:
+        """Failures recorded in the active generation, oldest first."""
+        ...
+
+    def projection_checkpoint(self, name: str, aggregate_id: str) -> int:
+        """The aggregate's last applied version in the active generation (0 when none)."""
+        ...
+
+    def projection_counts(self, name: str, generation: int | None = None) -> ProjectionCounts: ...
+
+    def wait_for_appends(self, timeout: float) -> None:
+        """Sleep until an append is notified (`notify_appended`) or `timeout` passes."""
+        ...
+
+
+@runtime_checkable
+class EventStore(AggregateStore, EventLog, Outbox, LogMonitor, ReadModels, Protocol):
     """A complete store: all capabilities, plus schema management and closing."""
 
     def migrate(self) -> list[str]:

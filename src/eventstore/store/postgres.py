@@ -45,6 +45,7 @@ from eventstore.store._conflicts import explain_conflict, first_of_each, resolve
 from eventstore.store._migrations import pending_migrations
 from eventstore.store._outbox import OUTBOX_BUCKETS, outbox_bucket
 from eventstore.store._pg_lease import PostgresOutboxLease, notify_channel
+from eventstore.store._pg_projections import PostgresReadModels
 from eventstore.store._protocol import HorizonHolder, LogHorizon, OutboxStatus
 from eventstore.store._rows import EVENT_COLUMNS, event_from_row, paged
 from eventstore.versioning import Upcasters
@@ -59,6 +60,9 @@ _VERSION_CONFLICT = "ES409"
 _IMMUTABLE = "ES405"
 _COUNTER_BEHIND = "ES412"
 _UNIQUE_KEYS = ("events_id_key", "events_aggregate_id_version_key")
+# Two projection batches created the same document or checkpoint at once: one lost, and runs
+# again (it then sees the row, locked, and what the winner wrote).
+_READ_MODEL_KEYS = ("projection_documents_pkey", "projection_checkpoints_pkey")
 # Deadlock (two batches inserting the same new aggregates in different orders wait on each
 # other's unique keys) and serialization failure: the transaction was rolled back whole, and
 # running it again is safe.
@@ -131,6 +135,11 @@ _APP_ROLE_GRANTS = [
     sql.SQL("GRANT SELECT ON events, position_base, migrations, outbox TO {role}"),
     sql.SQL("GRANT DELETE ON outbox TO {role}"),
     sql.SQL("GRANT EXECUTE ON FUNCTION append_events(json, json) TO {role}"),
+    # Projection runners keep their read models and checkpoints in the store's database.
+    sql.SQL(
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON projections, projection_checkpoints, "
+        "projection_documents, projection_failures TO {role}"
+    ),
 ]
 _OUTBOX_COLUMNS = sql.SQL(", ").join(sql.Identifier("e", name) for name in EVENT_COLUMNS)
 _OUTBOX_BATCH = sql.SQL(
@@ -183,6 +192,13 @@ def _translate(error: psycopg.Error, where: str) -> EventStoreError:
         return MigrationError(
             f"the event store tables are missing or out of date in {where} "
             f"({error.diag.message_primary}); run `eventstore migrate` (or store.migrate())"
+        )
+    if isinstance(error, psycopg.errors.UniqueViolation) and (
+        error.diag.constraint_name in _READ_MODEL_KEYS
+    ):
+        return StoreBusyError(
+            f"a concurrent projection batch at {where} created the same read-model row "
+            f"({error.diag.constraint_name}); retry the batch (nothing of it was written)"
         )
     if state in _TRANSIENT:
         return StoreBusyError(
@@ -253,7 +269,7 @@ def _follows(events: Sequence[Event]) -> list[dict[str, Any]]:
     ]
 
 
-class PostgresEventStore(Closing):
+class PostgresEventStore(PostgresReadModels, Closing):
     """The event store on PostgreSQL (13 or newer), in its own schema of the database.
 
     Thread-safe: operations borrow connections from a pool. Create with `open_store(url)` or
@@ -317,6 +333,10 @@ class PostgresEventStore(Closing):
                 sql.Identifier(self.schema)
             )
         )
+
+    @property
+    def upcasters(self) -> Upcasters:
+        return self._upcasters
 
     def __repr__(self) -> str:
         return f"PostgresEventStore({self._where}, schema={self.schema!r})"
@@ -574,4 +594,5 @@ class PostgresEventStore(Closing):
     # -- lifecycle --------------------------------------------------------------------------
 
     def close(self) -> None:
+        self._close_listener()
         self._pool.close()

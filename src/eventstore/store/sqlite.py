@@ -41,6 +41,7 @@ from eventstore.store._outbox import outbox_bucket
 from eventstore.store._protocol import LogHorizon, OutboxStatus
 from eventstore.store._rows import EVENT_COLUMNS, event_from_row, paged
 from eventstore.store._sqlite_lease import SqliteOutboxLease
+from eventstore.store._sqlite_projections import SqliteReadModels
 from eventstore.versioning import Upcasters
 
 _COLUMNS = ", ".join(EVENT_COLUMNS)
@@ -115,7 +116,7 @@ class _Rejected(Exception):
     """An append that does not follow the stored history; rolls its transaction back."""
 
 
-class SqliteEventStore(Closing):
+class SqliteEventStore(SqliteReadModels, Closing):
     """The event store in one SQLite file (or `":memory:"`), same contract as PostgreSQL.
 
     Thread-safe: one connection guarded by a lock. Several processes may share the file;
@@ -143,6 +144,10 @@ class SqliteEventStore(Closing):
             raise StoreUnavailableError(
                 f"cannot open SQLite database {self.path}: {error}"
             ) from None
+
+    @property
+    def upcasters(self) -> Upcasters:
+        return self._upcasters
 
     def __repr__(self) -> str:
         return f"SqliteEventStore({self.path!r})"

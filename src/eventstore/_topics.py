@@ -46,3 +46,16 @@ def topic_configs(replication_factor: int) -> dict[str, str]:
     if replication_factor >= 3:
         return {"min.insync.replicas": str(replication_factor // 2 + 1)}
     return {}
+
+
+def dlq_topic(prefix: str, projection: str) -> str:
+    """The dead-letter topic of one projection: `<prefix>.dlq.<projection>`."""
+    name = f"{check_prefix(prefix)}.dlq.{projection}"
+    if len(name) > MAX_TOPIC_LENGTH:
+        raise ConfigurationError(f"topic name {name!r} is longer than Kafka allows (249)")
+    return name
+
+
+def events_topic_pattern(prefix: str) -> str:
+    """A regular expression matching every event topic under `prefix`."""
+    return "^" + re.escape(check_prefix(prefix)) + r"\.events\..+"

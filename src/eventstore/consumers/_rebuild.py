@@ -1,0 +1,189 @@
+"""Catching up from the global log, rebuilding a read model by generations, and retrying
+parked aggregates: everything that reads the store's history rather than a live source."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from eventstore.consumers._apply import Applier, BatchResult, ProjectionStore
+from eventstore.consumers._projection import Projection
+from eventstore.errors import ProjectionError
+from eventstore.events import Event
+from eventstore.store import ReadModelTransaction
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int, int], None]
+"""`progress(events_done, position_reached, head)`: called after every batch."""
+
+CATCH_UP_BATCH = 1000
+_SMALL_ENOUGH = 500  # aggregates behind the live generation: few enough to finish under lock
+
+
+@dataclass
+class CatchUpResult:
+    events: int = 0
+    position: int = 0
+    parked: int = 0
+    skipped: int = 0
+
+
+def catch_up(
+    applier: Applier,
+    *,
+    generation: int | None,
+    after: int,
+    batch_size: int = CATCH_UP_BATCH,
+    progress: Progress | None = None,
+    stop: threading.Event | None = None,
+) -> CatchUpResult:
+    """Apply the global log from `after` up to its readable end, batch by batch, recording the
+    position reached in each batch's transaction (a restart resumes there)."""
+    store = applier.store
+    head = store.log_horizon().head
+    result = CatchUpResult(position=after)
+    while stop is None or not stop.is_set():
+        page = store.read_all(result.position, batch_size)
+        if not page:
+            break
+        position = page[-1].position or result.position
+        done = applier.apply(page, generation=generation, position=position)
+        _count(result, done, len(page))
+        result.position = position
+        if position > head:
+            head = store.log_horizon().head
+        if progress is not None:
+            progress(result.events, position, max(head, position))
+    return result
+
+
+def _count(result: CatchUpResult, done: BatchResult, events: int) -> None:
+    result.events += events
+    result.parked += len(done.parked)
+    result.skipped += len(done.skipped)
+
+
+def _events_up_to(
+    store: ProjectionStore, targets: dict[str, int], since: dict[str, int]
+) -> list[Event]:
+    """Each aggregate's events after `since` up to its target version, from the store."""
+    found: list[Event] = []
+    for aggregate, target in sorted(targets.items()):
+        for event in store.get_events_by_aggregate(aggregate, since.get(aggregate, 0) + 1):
+            if event.version > target:
+                break
+            found.append(event)
+    return found
+
+
+def rebuild(
+    store: ProjectionStore,
+    projection: Projection,
+    applier: Applier,
+    *,
+    batch_size: int = CATCH_UP_BATCH,
+    progress: Progress | None = None,
+    stop: threading.Event | None = None,
+) -> int:
+    """Build a new generation of the read model from the store while the active one keeps
+    serving readers and live runners, then switch readers to it in one transaction and drop
+    the old one. Returns the new generation.
+
+    The hand-over: the new generation first reads the global log up to its readable end.
+    Live runners meanwhile go on changing the active generation, and some of what they
+    applied may lie beyond the log's horizon (a long transaction holds it back). So before
+    switching, every aggregate whose checkpoint in the active generation is ahead of the new
+    one is caught up from its own history (which the horizon never hides), first outside any
+    lock while many are behind, then inside the switch's transaction, which holds the
+    projection's row FOR UPDATE: live batches wait, and none can advance the old generation
+    between the last check and the switch. After the switch, live runners apply to the new
+    generation, whose checkpoints skip what it already holds and fill what it lacks.
+
+    A second rebuild fences the first out (its next batch raises `FencedError`), and a switch
+    only happens if this generation is still the one being built.
+    """
+    name = projection.name
+    generation = store.begin_generation(name, projection.version)
+    log.info("projection %s: building generation %d", name, generation)
+    try:
+        reached = catch_up(
+            applier,
+            generation=generation,
+            after=0,
+            batch_size=batch_size,
+            progress=progress,
+            stop=stop,
+        )
+        if stop is not None and stop.is_set():
+            raise ProjectionError(f"projection {name!r}: rebuild interrupted; nothing switched")
+        while True:
+            with store.projection_transaction(name, generation) as tx:
+                active = store.projection_record(name)
+                assert active is not None
+                behind = tx.behind(active.active_generation)
+                since = tx.lock_checkpoints(list(behind)) if behind else {}
+            if len(behind) <= _SMALL_ENOUGH:
+                break
+            applier.apply(_events_up_to(store, behind, since), generation=generation)
+        catch_up(applier, generation=generation, after=reached.position, batch_size=batch_size)
+
+        def last_catch_up(tx: ReadModelTransaction) -> list[Event]:
+            record = store.projection_record(name)
+            assert record is not None
+            behind = tx.behind(record.active_generation)
+            since = tx.lock_checkpoints(list(behind)) if behind else {}
+            return _events_up_to(store, behind, since)
+
+        dropped: list[int] = []
+        applier.apply(
+            [],
+            generation=generation,
+            exclusive=True,
+            extra=last_catch_up,
+            finish=lambda tx: dropped.append(tx.switch()),
+        )
+    except BaseException:
+        store.drop_generation(name, generation)
+        raise
+    if dropped:
+        store.drop_generation(name, dropped[0])
+    log.info("projection %s: generation %d is active", name, generation)
+    return generation
+
+
+def rebuild_aggregate(
+    store: ProjectionStore, projection: Projection, applier: Applier, aggregate_id: str
+) -> BatchResult:
+    """Re-apply one aggregate's whole history to the active generation, in one transaction:
+    its checkpoint and failures are forgotten and its documents reset first (the projection's
+    `reset`, by default deleting the document keyed by the aggregate's id)."""
+    events = list(store.get_events_by_aggregate(aggregate_id))
+    if not events:
+        raise ProjectionError(f"aggregate {aggregate_id!r} has no events in the store")
+    return applier.apply(events, reset=[aggregate_id])
+
+
+def retry_parked(
+    store: ProjectionStore,
+    projection: Projection,
+    applier: Applier,
+    aggregate_id: str | None = None,
+) -> list[tuple[str, BatchResult]]:
+    """Re-apply parked aggregates from the store (after the handler was fixed): each one's
+    events from its checkpoint on, in one transaction per aggregate. One that fails again is
+    parked again at the version that failed."""
+    parked = store.projection_failures(projection.name, policy="park", aggregate_id=aggregate_id)
+    if aggregate_id is not None and not parked:
+        raise ProjectionError(
+            f"aggregate {aggregate_id!r} is not parked in projection {projection.name!r}; "
+            f"`eventstore projections parked {projection.name}` lists those that are"
+        )
+    results: list[tuple[str, BatchResult]] = []
+    for failure in parked:
+        checkpoint = store.projection_checkpoint(projection.name, failure.aggregate_id)
+        events = list(store.get_events_by_aggregate(failure.aggregate_id, checkpoint + 1))
+        results.append((failure.aggregate_id, applier.apply(events, retry=[failure.aggregate_id])))
+    return results

@@ -1,0 +1,357 @@
+"""The projection runner: prepares each projection (registers it, rebuilds it when its
+version was raised in code, catches a new one up from the global log), then feeds it from a
+source (the store's tail, or Kafka) batch by batch, backing off on retriable failures."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from eventstore.consumers._apply import Applier, BatchResult, ProjectionStore
+from eventstore.consumers._dlq import DeadLetter, DeadLetterSink
+from eventstore.consumers._projection import Handler, Projection, check_projections
+from eventstore.consumers._rebuild import Progress, catch_up, rebuild
+from eventstore.errors import EventStoreError, ProjectionError
+from eventstore.events import Event
+
+log = logging.getLogger(__name__)
+
+HANDOFF_MARGIN = timedelta(minutes=5)
+"""How far before the first catch-up a Kafka source starts partitions it has no offsets for
+(clock differences between the database, the relay and the broker; see `mark_handoff`)."""
+_BACKOFF_FIRST, _BACKOFF_MAX = 0.2, 5.0
+
+
+class RunnerObserver(Protocol):
+    """What a runner reports (metrics implement it; every method is optional to act on)."""
+
+    def batch(self, projection: str, result: BatchResult, events: int) -> None: ...
+
+    def retrying(self, projection: str, error: EventStoreError) -> None: ...
+
+    def lag(
+        self, projection: str, partition: str, events: float, seconds: float | None
+    ) -> None: ...
+
+    def rebuild_progress(self, projection: str, fraction: float) -> None: ...
+
+
+class _Silent:
+    def batch(self, projection: str, result: BatchResult, events: int) -> None:
+        return None
+
+    def retrying(self, projection: str, error: EventStoreError) -> None:
+        return None
+
+    def lag(self, projection: str, partition: str, events: float, seconds: float | None) -> None:
+        return None
+
+    def rebuild_progress(self, projection: str, fraction: float) -> None:
+        return None
+
+
+class Source(Protocol):
+    """Where live events come from."""
+
+    name: str
+
+    def dead_letters(self) -> DeadLetterSink | None:
+        """Where this source sends dead letters (None: the store's records only)."""
+        ...
+
+    def run(self, runner: ProjectionRunner, stop: threading.Event) -> None:
+        """Feed the runner's projections until `stop` is set; return after the batch in
+        hand is committed."""
+        ...
+
+
+ProgressFactory = Callable[[str, str], Any]
+"""`factory(projection, what)` -> a context manager yielding a `Progress` callback."""
+
+
+@contextmanager
+def _no_progress(projection: str, what: str) -> Iterator[Progress | None]:
+    yield None
+
+
+@dataclass
+class ProjectionRunner:
+    """Runs projections on one store from one source (default: the store's tail).
+
+    `run(stop)` blocks until `stop` is set (SIGTERM in `eventstore project`): the batch in
+    hand is finished and committed first. Errors that retrying can fix (the database or the
+    broker down) are retried with a growing pause, never committed half and never
+    dead-lettered; any other error stops the runner (raised from `run`).
+    """
+
+    store: ProjectionStore
+    projections: Sequence[Projection]
+    source: Source | None = None
+    batch_size: int = 500
+    observer: RunnerObserver = field(default_factory=_Silent)
+    progress: ProgressFactory = _no_progress
+    appliers: dict[str, Applier] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.projections = check_projections(self.projections)
+        if self.source is None:
+            self.source = StoreTailSource()
+        if not 1 <= self.batch_size <= 10_000:
+            raise ProjectionError("batch_size must be between 1 and 10,000")
+        sink = self.source.dead_letters()
+        for projection in self.projections:
+            self.appliers[projection.name] = Applier(self.store, projection, dead_letters=sink)
+
+    # -- preparing --------------------------------------------------------------------------
+
+    def prepare(self, stop: threading.Event | None = None) -> None:
+        """Register each projection, run its own migrations, rebuild it when its version was
+        raised in code, and catch a new one up from the global log."""
+        for projection in self.projections:
+            self._prepare(projection, stop)
+
+    def _prepare(self, projection: Projection, stop: threading.Event | None) -> None:
+        store, name = self.store, projection.name
+        record = store.register_projection(name, projection.version)
+        self._migrate(projection)
+        self._warn_unknown_types(projection)
+        applier = self.appliers[name]
+        if record.active_version > projection.version:
+            raise ProjectionError(
+                f"projection {name!r}: its read model was built by version "
+                f"{record.active_version}, newer than this code ({projection.version}); run "
+                "the newer code (or lower its version and rebuild)"
+            )
+        if record.active_version < projection.version:
+            log.info(
+                "projection %s: version %d in code, %d in the store: rebuilding",
+                name,
+                projection.version,
+                record.active_version,
+            )
+            with self.progress(name, "rebuilding") as progress:
+                rebuild(store, projection, applier, progress=progress, stop=stop)
+            record = store.projection_record(name) or record
+        if record.handoff_at is None:
+            started = datetime.now(UTC)
+            with self.progress(name, "catching up") as progress:
+                reached = catch_up(
+                    applier,
+                    generation=None,
+                    after=record.active_position,
+                    progress=progress,
+                    stop=stop,
+                )
+            if stop is not None and stop.is_set():
+                return
+            self._mark_handoff(name, started)
+            log.info("projection %s: caught up (%d events)", name, reached.events)
+
+    def _mark_handoff(self, name: str, started: datetime) -> None:
+        """Record where a Kafka source starts partitions the group has no offsets for.
+
+        The catch-up read every event below the log's horizon at its end. An event at or
+        above it committed (and was published) later than the oldest event still unreadable
+        was recorded, so the hand-over time is that moment, less a margin for clocks: the
+        catch-up's start, moved back by how stale readers were (`lag_seconds`), minus
+        `HANDOFF_MARGIN`. Kafka records at or after it include every event the catch-up
+        could not read; those before it are either read already or re-read and skipped.
+        """
+        lag = self.store.log_horizon().lag_seconds
+        at = started - timedelta(seconds=lag) - HANDOFF_MARGIN
+        with self.store.projection_transaction(name) as tx:
+            tx.mark_handoff(at)
+
+    def _migrate(self, projection: Projection) -> None:
+        if not projection.migrations:
+            return
+        with self.store.projection_transaction(projection.name, exclusive=True) as tx:
+            statements = projection.migrations.get(tx.backend, [])
+            if not statements:
+                raise ProjectionError(
+                    f"projection {projection.name!r} has migrations, none for {tx.backend}; "
+                    f"give migrations={{'{tx.backend}': [...]}}"
+                )
+            for statement in statements:
+                tx.connection.execute(statement)
+
+    def _warn_unknown_types(self, projection: Projection) -> None:
+        """A handler whose event type is stored nowhere is probably misspelt: say so."""
+        for event_type in projection.event_types:
+            if next(iter(self.store.get_events_by_type(event_type)), None) is None:
+                log.warning(
+                    "projection %s handles %s, but no event of that type is stored yet "
+                    "(is it spelt right?)",
+                    projection.name,
+                    event_type,
+                )
+
+    # -- running ----------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Prepare, then apply live events until `stop` is set."""
+        self.prepare(stop)
+        if not stop.is_set():
+            assert self.source is not None
+            self.source.run(self, stop)
+
+    def apply(
+        self,
+        projection: Projection,
+        events: Sequence[Event],
+        stop: threading.Event,
+        *,
+        position: int | None = None,
+        undecodable: Sequence[DeadLetter] = (),
+    ) -> BatchResult | None:
+        """Apply one batch, retrying retriable failures with a growing pause until it commits
+        (None when `stop` was set before it could)."""
+        applier = self.appliers[projection.name]
+        pause = _BACKOFF_FIRST
+        while True:
+            try:
+                result = applier.apply(events, position=position, undecodable=undecodable)
+            except EventStoreError as error:
+                if not error.retriable:
+                    raise
+                self.observer.retrying(projection.name, error)
+                log.warning("projection %s: %s; retrying in %.1f s", projection.name, error, pause)
+                if stop.wait(pause):
+                    return None
+                pause = min(pause * 2, _BACKOFF_MAX)
+                continue
+            self.observer.batch(projection.name, result, len(events))
+            return result
+
+
+class StoreTailSource:
+    """The store's global log as the live source (the embedded default; also PostgreSQL
+    without Kafka). Each projection resumes from the position its active generation recorded
+    in its last batch; an idle runner sleeps until an append is notified (PostgreSQL
+    LISTEN/NOTIFY, or in-process on SQLite) or `poll_interval` passes."""
+
+    name = "store"
+
+    def __init__(self, poll_interval: float = 0.5) -> None:
+        self.poll_interval = poll_interval
+
+    def dead_letters(self) -> DeadLetterSink | None:
+        return None
+
+    def run(self, runner: ProjectionRunner, stop: threading.Event) -> None:
+        store = runner.store
+        positions: dict[str, tuple[int, int]] = {}  # name -> (generation, position)
+        last_lag = 0.0
+        while not stop.is_set():
+            busy = False
+            for projection in runner.projections:
+                generation, position = positions.get(projection.name, (0, -1))
+                if position < 0:
+                    record = store.projection_record(projection.name)
+                    assert record is not None
+                    generation, position = record.active_generation, record.active_position
+                page = _read(store, position, runner.batch_size, stop)
+                if not page:
+                    positions[projection.name] = (generation, position)
+                    continue
+                reached = page[-1].position or position
+                result = runner.apply(projection, page, stop, position=reached)
+                if result is None:
+                    return
+                busy = True
+                if result.generation != generation:  # a rebuild switched: resume from its own
+                    positions.pop(projection.name, None)
+                else:
+                    positions[projection.name] = (generation, reached)
+            if time.monotonic() - last_lag > 2.0:
+                last_lag = time.monotonic()
+                _report_tail_lag(runner, positions)
+            if not busy:
+                store.wait_for_appends(self.poll_interval)
+
+    def catch_up(self, runner: ProjectionRunner) -> None:
+        """Apply everything readable now, then return (tests and the demo)."""
+        stop = threading.Event()
+        runner.prepare(stop)
+        for projection in runner.projections:
+            record = runner.store.projection_record(projection.name)
+            assert record is not None
+            position = record.active_position
+            while page := runner.store.read_all(position, runner.batch_size):
+                position = page[-1].position or position
+                runner.apply(projection, page, stop, position=position)
+
+
+def _read(store: ProjectionStore, after: int, limit: int, stop: threading.Event) -> list[Event]:
+    pause = _BACKOFF_FIRST
+    while not stop.is_set():
+        try:
+            return store.read_all(after, limit)
+        except EventStoreError as error:
+            if not error.retriable:
+                raise
+            log.warning("reading the global log: %s; retrying in %.1f s", error, pause)
+            stop.wait(pause)
+            pause = min(pause * 2, _BACKOFF_MAX)
+    return []
+
+
+def _report_tail_lag(runner: ProjectionRunner, positions: dict[str, tuple[int, int]]) -> None:
+    try:
+        head = runner.store.log_horizon().head
+    except EventStoreError:
+        return
+    for name, (_, position) in positions.items():
+        runner.observer.lag(name, "log", max(0, head - position), None)
+
+
+class Projector:
+    """The one-line form: `Projector(store).project("player-positions", handle_moved)`.
+
+    `project(name, handler)` registers a projection whose handler receives every event (or
+    only `event_types`) and returns it; `catch_up()` applies everything stored so far;
+    `run(stop)` keeps following the store until `stop` is set; `documents(name)` reads.
+    """
+
+    def __init__(self, store: ProjectionStore, **runner_options: Any) -> None:
+        self.store = store
+        self.projections: list[Projection] = []
+        self._options = runner_options
+
+    def project(
+        self,
+        name: str,
+        handler: Handler,
+        *,
+        event_types: Sequence[str] | None = None,
+        **options: Any,
+    ) -> Projection:
+        projection = Projection(name, **options)
+        for event_type in event_types or ["*"]:
+            projection.add(event_type, handler)
+        check_projections([*self.projections, projection])
+        self.projections.append(projection)
+        return projection
+
+    def runner(self) -> ProjectionRunner:
+        return ProjectionRunner(self.store, self.projections, **self._options)
+
+    def catch_up(self) -> None:
+        runner = self.runner()
+        source = runner.source
+        if not isinstance(source, StoreTailSource):
+            raise ProjectionError("catch_up() reads the store; use run() with a Kafka source")
+        source.catch_up(runner)
+
+    def run(self, stop: threading.Event) -> None:
+        self.runner().run(stop)
+
+    def get(self, name: str, key: str) -> Any | None:
+        """A document of a projection's active read model."""
+        return self.store.get_document(name, key)

@@ -387,3 +387,26 @@ class KafkaSource:
 def parse_headers(headers: Sequence[tuple[str, bytes]]) -> dict[str, str]:
     """Dead-letter headers as text (for tools)."""
     return {name: value.decode(errors="replace") for name, value in headers}
+
+
+def group_lag(bootstrap_servers: str, topic_prefix: str, projection: str) -> dict[str, int]:
+    """Per partition (`topic[partition]`), how many records the projection's consumer group
+    has not committed yet (a partition it never committed counts from its start)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="eventstore-status")
+    try:
+        committed = admin.list_consumer_group_offsets(group_id(topic_prefix, projection))
+    finally:
+        admin.close()
+    if not committed:
+        return {}
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, client_id="eventstore-status")
+    try:
+        ends = consumer.end_offsets(list(committed))
+        starts = consumer.beginning_offsets(list(committed))
+    finally:
+        consumer.close()
+    lag: dict[str, int] = {}
+    for tp, meta in committed.items():
+        done = meta.offset if meta.offset >= 0 else starts[tp]
+        lag[f"{tp.topic}[{tp.partition}]"] = max(0, ends[tp] - done)
+    return lag

@@ -45,6 +45,8 @@ def catch_up(
     store = applier.store
     head = store.log_horizon().head
     result = CatchUpResult(position=after)
+    if progress is not None:
+        progress(0, after, max(head, after))
     while stop is None or not stop.is_set():
         page = store.read_all(result.position, batch_size)
         if not page:

@@ -352,6 +352,6 @@ class Projector:
     def run(self, stop: threading.Event) -> None:
         self.runner().run(stop)
 
-    def get(self, name: str, key: str) -> Any | None:
+    def get(self, name: str, key: str) -> Any:
         """A document of a projection's active read model."""
         return self.store.get_document(name, key)

@@ -389,7 +389,7 @@ class PostgresReadModels:
                 )
             conn.execute("DELETE FROM projections WHERE name = %s", (name,))
 
-    def get_document(self, projection: str, key: str) -> Any | None:
+    def get_document(self, projection: str, key: str) -> Any:
         with self._connection() as conn:
             row = conn.execute(
                 "SELECT doc FROM projection_documents WHERE projection = %(p)s "

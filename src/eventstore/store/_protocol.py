@@ -357,7 +357,7 @@ class ReadModels(Protocol):
         """Remove the projection, its documents, checkpoints and failures."""
         ...
 
-    def get_document(self, projection: str, key: str) -> Any | None:
+    def get_document(self, projection: str, key: str) -> Any:
         """A document of the active generation (None when absent)."""
         ...
 

@@ -397,7 +397,7 @@ class SqliteReadModels:
                 conn.execute(f"DELETE FROM {table} WHERE projection = ?", (name,))  # noqa: S608 (constant names)
             conn.execute("DELETE FROM projections WHERE name = ?", (name,))
 
-    def get_document(self, projection: str, key: str) -> Any | None:
+    def get_document(self, projection: str, key: str) -> Any:
         with self._locked() as conn:
             row = conn.execute(
                 "SELECT doc FROM projection_documents WHERE projection = :p "

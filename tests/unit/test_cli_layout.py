@@ -14,7 +14,18 @@ from typer.testing import CliRunner
 from eventstore.cli import app
 from tests.unit.test_cli import run
 
-COMMANDS = ["migrate", "append", "events", "tail", "status", "demo", "relay", "topics"]
+COMMANDS = [
+    "migrate",
+    "append",
+    "events",
+    "tail",
+    "status",
+    "demo",
+    "relay",
+    "project",
+    "topics",
+    "projections",
+]
 
 
 def test_every_command_group_registers_on_the_one_app_in_order() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import TextColumn
@@ -13,6 +13,10 @@ from rich.table import Table
 
 from eventstore.cli._app import Context, app, console, progress
 from eventstore.errors import EventStoreError
+
+if TYPE_CHECKING:
+    from eventstore.demo.world import World
+    from eventstore.store import EventStore
 
 
 @app.command()
@@ -77,7 +81,55 @@ def demo(
                 f"items {inventory}",
             )
         console.print(state)
+        _projections(store, world)
     console.print(
         f"Explore it: [cyan]eventstore events --aggregate {world.players[0].id}[/], "
-        f"[cyan]eventstore events --type ItemPickedUp --limit 10[/], [cyan]eventstore tail[/]"
+        f"[cyan]eventstore events --type ItemPickedUp --limit 10[/], [cyan]eventstore tail[/], "
+        "[cyan]eventstore projections status[/], "
+        f"[cyan]eventstore projections show zone-population --find world='\"{world.world_id}\"'[/]"
+    )
+
+
+def _projections(store: EventStore, world: World) -> None:
+    """Build the demo's projections from the store's global log (the embedded default's
+    source), show them, and check them against state recomputed from the events."""
+    from eventstore.cli.projections import progress_bar
+    from eventstore.consumers import ProjectionRunner, StoreTailSource
+    from eventstore.demo.projections import ALL
+    from eventstore.demo.world import ZONES, item_state, player_state
+
+    source = StoreTailSource()
+    started = time.perf_counter()
+    source.catch_up(ProjectionRunner(store, ALL, source=source, progress=progress_bar))
+    elapsed = time.perf_counter() - started
+    players = {p.id: player_state(store.get_events_by_aggregate(p.id)) for p in world.players}
+    population = Counter(state["zone"] for state in players.values())
+    for player_id, expected in players.items():
+        doc = store.get_document("player-positions", player_id)
+        if doc is None or (doc["zone"], doc["moves"]) != (expected["zone"], expected["moves"]):
+            raise EventStoreError(f"player-positions of {player_id} differs from its events")
+    table = Table(
+        "zone",
+        "players",
+        "items lying there",
+        title=f"Projections (read models), built from the global log in {elapsed:.2f} s",
+        box=None,
+    )
+    lying: Counter[str] = Counter()
+    for item in world.items:
+        expected = item_state(store.get_events_by_aggregate(item.id))
+        doc = store.get_document("item-locations", item.id)
+        if doc is None or (doc["zone"], doc["holder"]) != (expected["zone"], expected["holder"]):
+            raise EventStoreError(f"item-locations of {item.id} differs from its events")
+        if expected["zone"]:
+            lying[expected["zone"]] += 1
+    for zone in ZONES:
+        doc = store.get_document("zone-population", f"{world.world_id}/{zone}") or {"players": 0}
+        if doc["players"] != population[zone]:
+            raise EventStoreError(f"zone-population of {zone} differs from the players' events")
+        table.add_row(zone, str(doc["players"]), str(lying[zone]))
+    console.print(table)
+    console.print(
+        f"[green]checked[/]: {len(players)} player positions, {len(ZONES)} zone populations "
+        f"and {len(world.items)} item locations equal the state recomputed from the store"
     )

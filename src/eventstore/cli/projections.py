@@ -76,7 +76,7 @@ def _one(specs: list[str], name: str) -> Projection:
     )
 
 
-def _bar(projection: str, what: str) -> Any:
+def progress_bar(projection: str, what: str) -> Any:
     """A progress bar for a catch-up or rebuild: events applied, rate, share of the log, ETA."""
 
     @contextmanager
@@ -205,7 +205,7 @@ def project(
             source=feed,
             batch_size=batch_size,
             observer=metrics,
-            progress=_bar,
+            progress=progress_bar,
         )
         errors.print(f"projecting {names} from {feed.name} on {context.describe()}")
         if once:
@@ -465,7 +465,7 @@ def projections_rebuild(
             result = rebuild_aggregate(store, projection, applier, aggregate)
             console.print(f"{name}: {aggregate} rebuilt ({result.applied} events)")
             return
-        with _bar(name, "rebuilding") as report:
+        with progress_bar(name, "rebuilding") as report:
             generation = rebuild(store, projection, applier, progress=report)
         counts = store.projection_counts(name)
     console.print(

@@ -394,7 +394,8 @@ def group_lag(bootstrap_servers: str, topic_prefix: str, projection: str) -> dic
     has not committed yet (a partition it never committed counts from its start)."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="eventstore-status")
     try:
-        committed = admin.list_consumer_group_offsets(group_id(topic_prefix, projection))
+        group = group_id(topic_prefix, projection)
+        committed = admin.list_group_offsets({group: None}).get(group, {})
     finally:
         admin.close()
     if not committed:

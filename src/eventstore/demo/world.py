@@ -138,3 +138,18 @@ def player_state(events: Iterable[Event]) -> dict[str, Any]:
             state["inventory"] = [i for i in state["inventory"] if i != p["item_id"]]
         state["version"] = event.version
     return state
+
+
+def item_state(events: Iterable[Event]) -> dict[str, Any]:
+    """Fold an item's events into where it lies (or who carries it)."""
+    state: dict[str, Any] = {"kind": None, "zone": None, "holder": None, "version": 0}
+    for event in events:
+        p = event.payload
+        if event.event_type == "ItemSpawned":
+            state.update(kind=p["kind"], zone=p["zone"])
+        elif event.event_type == "ItemTaken":
+            state.update(zone=None, holder=p["by"])
+        elif event.event_type == "ItemLeft":
+            state.update(zone=p["zone"], holder=None)
+        state["version"] = event.version
+    return state

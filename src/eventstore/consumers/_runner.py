@@ -135,12 +135,12 @@ class ProjectionRunner:
                 projection.version,
                 record.active_version,
             )
-            with self.progress(name, "rebuilding") as progress:
+            with self._progress(name, "rebuilding") as progress:
                 rebuild(store, projection, applier, progress=progress, stop=stop)
             record = store.projection_record(name) or record
         if record.handoff_at is None:
             started = datetime.now(UTC)
-            with self.progress(name, "catching up") as progress:
+            with self._progress(name, "catching up") as progress:
                 reached = catch_up(
                     applier,
                     generation=None,
@@ -152,6 +152,20 @@ class ProjectionRunner:
                 return
             self._mark_handoff(name, started)
             log.info("projection %s: caught up (%d events)", name, reached.events)
+
+    @contextmanager
+    def _progress(self, name: str, what: str) -> Iterator[Progress]:
+        """The progress callback of a catch-up or rebuild: the caller's bar (if any) and the
+        observer's rebuild-progress gauge."""
+        with self.progress(name, what) as shown:
+
+            def report(events: int, position: int, head: int) -> None:
+                if shown is not None:
+                    shown(events, position, head)
+                self.observer.rebuild_progress(name, position / head if head else 1.0)
+
+            yield report
+        self.observer.rebuild_progress(name, 1.0)
 
     def _mark_handoff(self, name: str, started: datetime) -> None:
         """Record where a Kafka source starts partitions the group has no offsets for.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import threading
 import time
 from collections import Counter, defaultdict
@@ -184,3 +185,36 @@ def wait_until_drained(store: EventStore, timeout: float = 90) -> None:
     while store.outbox_status().depth:
         assert time.monotonic() < deadline, f"outbox still holds {store.outbox_status().depth}"
         time.sleep(0.1)
+
+
+def kcat(bootstrap: str, topic: str, count: int) -> list[tuple[str, dict[str, str], bytes]]:
+    """Records of a topic as kcat (librdkafka, an independent client) reads them: key,
+    headers, value (kcat's JSON envelope, so header values may hold anything)."""
+    result = subprocess.run(
+        [
+            "kcat",
+            "-C",
+            "-b",
+            bootstrap,
+            "-t",
+            topic,
+            "-o",
+            "beginning",
+            "-c",
+            str(count),
+            "-q",
+            "-J",
+        ],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    found = []
+    for line in result.stdout.splitlines():
+        if line.strip():
+            record = json.loads(line.decode("utf-8", "surrogateescape"))
+            pairs = record.get("headers") or []
+            headers = dict(zip(pairs[::2], pairs[1::2], strict=True))
+            value = record["payload"]
+            found.append((record["key"], headers, (value or "").encode("utf-8", "surrogateescape")))
+    return found

@@ -405,26 +405,12 @@ def test_stop_policy_stops_the_runner_with_the_error(harness: Harness) -> None:
 def read_dead_letters(
     harness: Harness, projection: str, count: int
 ) -> list[tuple[str, dict[str, str]]]:
-    from kafka import KafkaConsumer
-
+    """The projection's dead letters as kcat (librdkafka, an independent client) reads them."""
     from eventstore._topics import dlq_topic
+    from tests.kafka_helpers import kcat
 
-    consumer = KafkaConsumer(
-        dlq_topic(harness.prefix, projection),
-        bootstrap_servers=harness.bootstrap,
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=20_000,
-    )
-    found: list[tuple[str, dict[str, str]]] = []
-    try:
-        for record in consumer:
-            headers = {k: v.decode() for k, v in record.headers}
-            found.append((record.key.decode(), headers))
-            if len(found) >= count:
-                break
-    finally:
-        consumer.close()
-    return found
+    letters = kcat(harness.bootstrap, dlq_topic(harness.prefix, projection), count)
+    return [(key, headers) for key, headers, _ in letters]
 
 
 # -- rebuild --------------------------------------------------------------------------------

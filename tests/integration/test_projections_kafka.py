@@ -24,7 +24,7 @@ from eventstore.producer import KafkaPublisher
 from tests.conftest import unique_name
 from tests.contract.test_projections import Observed, Running, counting, game, model, reference
 from tests.helpers import event, wait_for
-from tests.kafka_helpers import RelayThread
+from tests.kafka_helpers import RelayThread, kcat
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,39 +51,6 @@ def skip_catch_up(store: EventStore, projection: Projection) -> None:
     store.register_projection(projection.name, projection.version)
     with store.projection_transaction(projection.name) as tx:
         tx.mark_handoff(datetime.now(UTC) - timedelta(days=1))
-
-
-def kcat(bootstrap: str, topic: str, count: int) -> list[tuple[str, dict[str, str], bytes]]:
-    """Records of a topic as kcat (librdkafka, an independent client) reads them: key,
-    headers, value (kcat's JSON envelope, so header values may hold anything)."""
-    result = subprocess.run(
-        [
-            "kcat",
-            "-C",
-            "-b",
-            bootstrap,
-            "-t",
-            topic,
-            "-o",
-            "beginning",
-            "-c",
-            str(count),
-            "-q",
-            "-J",
-        ],
-        capture_output=True,
-        timeout=60,
-        check=True,
-    )
-    found = []
-    for line in result.stdout.splitlines():
-        if line.strip():
-            record = json.loads(line.decode("utf-8", "surrogateescape"))
-            pairs = record.get("headers") or []
-            headers = dict(zip(pairs[::2], pairs[1::2], strict=True))
-            value = record["payload"]
-            found.append((record["key"], headers, (value or "").encode("utf-8", "surrogateescape")))
-    return found
 
 
 def test_garbage_on_the_topic_is_dead_lettered_and_the_runner_goes_on(

@@ -17,7 +17,7 @@ from eventstore.consumers._apply import Applier, BatchResult, ProjectionStore
 from eventstore.consumers._dlq import DeadLetter, DeadLetterSink
 from eventstore.consumers._projection import Handler, Projection, check_projections
 from eventstore.consumers._rebuild import Progress, catch_up, rebuild
-from eventstore.errors import EventStoreError, ProjectionError
+from eventstore.errors import EventStoreError, FencedError, ProjectionError
 from eventstore.events import Event
 
 log = logging.getLogger(__name__)
@@ -135,8 +135,14 @@ class ProjectionRunner:
                 projection.version,
                 record.active_version,
             )
-            with self._progress(name, "rebuilding") as progress:
-                rebuild(store, projection, applier, progress=progress, stop=stop)
+            try:
+                with self._progress(name, "rebuilding") as progress:
+                    rebuild(store, projection, applier, progress=progress, stop=stop)
+            except FencedError:
+                # Another process of the new code started its own rebuild after ours: let
+                # it finish rather than fence it in turn.
+                log.info("projection %s: another process is rebuilding it; waiting", name)
+                self._wait_for_version(projection, stop)
             record = store.projection_record(name) or record
         if record.handoff_at is None:
             started = datetime.now(UTC)
@@ -152,6 +158,17 @@ class ProjectionRunner:
                 return
             self._mark_handoff(name, started)
             log.info("projection %s: caught up (%d events)", name, reached.events)
+
+    def _wait_for_version(self, projection: Projection, stop: threading.Event | None) -> None:
+        waiting = stop or threading.Event()
+        while not waiting.is_set():
+            record = self.store.projection_record(projection.name)
+            if record is None or record.active_version >= projection.version:
+                return
+            if record.building_generation is None:  # that rebuild failed: ours again
+                self._prepare(projection, stop)
+                return
+            waiting.wait(1.0)
 
     @contextmanager
     def _progress(self, name: str, what: str) -> Iterator[Progress]:

@@ -160,9 +160,7 @@ class Harness:
             return StoreTailSource(poll_interval=0.05)
         from eventstore.consumers import KafkaSource
 
-        return KafkaSource(
-            self.bootstrap, topic_prefix=self.prefix, session_timeout=6, poll_timeout=0.1
-        )
+        return KafkaSource(self.bootstrap, topic_prefix=self.prefix, session_timeout=6)
 
     def start(self, projections: list[Projection], **options: Any) -> Running:
         """Start a runner and wait until it has caught up and follows its source."""

@@ -43,7 +43,7 @@ def prefix() -> str:
 
 
 def source(bootstrap: str, prefix: str) -> KafkaSource:
-    return KafkaSource(bootstrap, topic_prefix=prefix, session_timeout=6, poll_timeout=0.1)
+    return KafkaSource(bootstrap, topic_prefix=prefix, session_timeout=6)
 
 
 def skip_catch_up(store: EventStore, projection: Projection) -> None:

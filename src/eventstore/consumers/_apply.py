@@ -279,6 +279,11 @@ class _Batch:
                         raise
                     raise _Poisoned(self._error(event, error)) from error
                 except Exception as error:
+                    # SQL the handler ran itself: a deadlock or a lost connection is the
+                    # database's moment, not the event's fault.
+                    translated = self.tx.translate(error)
+                    if translated is not None and translated.retriable:
+                        raise translated from error
                     raise _Poisoned(self._error(event, error)) from error
         else:
             self.result.handler_errors += 1

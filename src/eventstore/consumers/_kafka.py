@@ -9,6 +9,7 @@ within the session timeout keeps its partitions without a rebalance).
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -32,6 +33,7 @@ from eventstore._topics import (
 from eventstore._wire import from_message
 from eventstore.consumers._dlq import DeadLetter, undecodable_letter
 from eventstore.consumers._projection import Projection
+from eventstore.consumers._retry import BACKOFF_FIRST, BACKOFF_MAX
 from eventstore.consumers._runner import ProjectionRunner
 from eventstore.errors import ConfigurationError, EventStoreError, PublishError
 from eventstore.events import Event
@@ -174,10 +176,61 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
         self.on_partitions_revoked(lost)
 
+    def put_back(self, partitions: set[TopicPartition]) -> None:
+        with self._lock:
+            self._assigned.update(partitions)
+
     def take_assigned(self) -> set[TopicPartition]:
         with self._lock:
             taken, self._assigned = self._assigned, set()
         return taken
+
+
+class _Topics:
+    """The topics a projection's consumer subscribes to, by name: its aggregate types' topics,
+    or (a projection of every aggregate type) the event topics that exist, looked up again
+    every `DISCOVERY_INTERVAL` seconds so that a new aggregate type's topic is joined.
+
+    Not a pattern subscription: kafka-python then fetches the metadata of every topic of the
+    cluster before each join, and a join slower than the poll timeout starts over (a
+    rebalance storm seen with a few hundred topics)."""
+
+    DISCOVERY_INTERVAL = 5.0
+
+    def __init__(
+        self,
+        source: KafkaSource,
+        projection: Projection,
+        consumer: KafkaConsumer,
+        listener: _Rebalance,
+    ) -> None:
+        self._prefix = source.topic_prefix
+        self._consumer = consumer
+        self._listener = listener
+        self._fixed = (
+            {events_topic(self._prefix, t) for t in projection.aggregate_types}
+            if projection.aggregate_types
+            else None
+        )
+        self._pattern = re.compile(events_topic_pattern(self._prefix))
+        self._subscribed: set[str] = set()
+        self._looked = 0.0
+
+    def refresh(self) -> bool:
+        """Subscribe to what there is to subscribe to; False while nothing exists yet."""
+        if self._fixed is not None:
+            wanted = self._fixed
+        elif time.monotonic() - self._looked >= (
+            self.DISCOVERY_INTERVAL if self._subscribed else 1.0
+        ):
+            self._looked = time.monotonic()
+            wanted = {t for t in self._consumer.topics() if self._pattern.match(t)}
+        else:
+            wanted = self._subscribed
+        if wanted and wanted != self._subscribed:
+            self._consumer.subscribe(topics=sorted(wanted), listener=self._listener)
+            self._subscribed = set(wanted)
+        return bool(self._subscribed)
 
 
 def decode(value: bytes | None, upcasters: Upcasters) -> Event:
@@ -201,7 +254,7 @@ class KafkaSource:
         instance_id: str | None = None,
         partitions: int = 3,
         replication_factor: int = 1,
-        poll_timeout: float = 0.5,
+        poll_timeout: float = 1.0,
         session_timeout: float = 10.0,
         consumer_options: dict[str, Any] | None = None,
         dead_letter_topics: bool = True,
@@ -264,7 +317,6 @@ class KafkaSource:
             "partition_assignment_strategy": [CooperativeStickyAssignor()],
             "session_timeout_ms": int(self.session_timeout * 1000),
             "heartbeat_interval_ms": max(500, int(self.session_timeout * 1000) // 4),
-            "metadata_max_age_ms": 5000,  # a new event topic is found within seconds
         }
         if self.instance_id:
             options["group_instance_id"] = f"{self.instance_id}.{projection.name}"
@@ -276,22 +328,32 @@ class KafkaSource:
     ) -> None:
         consumer = self.consumer(projection)
         listener = _Rebalance()
-        if projection.aggregate_types:
-            topics = sorted(events_topic(self.topic_prefix, t) for t in projection.aggregate_types)
-            consumer.subscribe(topics=topics, listener=listener)
-        else:
-            consumer.subscribe(pattern=events_topic_pattern(self.topic_prefix), listener=listener)
+        topics = _Topics(self, projection, consumer, listener)
         record = runner.store.projection_record(projection.name)
         handoff = record.handoff_at if record is not None else None
         upcasters = runner.store.upcasters
         last_lag = 0.0
         try:
+            pause = BACKOFF_FIRST
             while not stop.is_set():
-                polled = consumer.poll(
-                    timeout_ms=int(self.poll_timeout * 1000), max_records=runner.batch_size
-                )
-                fresh = listener.take_assigned()
-                start = self._start_fresh(consumer, fresh, handoff) if fresh else {}
+                try:
+                    if not topics.refresh():
+                        stop.wait(self.poll_timeout)  # no event topic exists yet
+                        continue
+                    polled, start = self._poll(consumer, listener, handoff, runner.batch_size)
+                except KafkaError as error:
+                    # The broker is unreachable or the group is rebalancing: nothing was
+                    # applied, nothing is lost; poll again after a pause.
+                    log.warning(
+                        "projection %s: Kafka: %s; retrying in %.1f s",
+                        projection.name,
+                        error,
+                        pause,
+                    )
+                    stop.wait(pause)
+                    pause = min(pause * 2, BACKOFF_MAX)
+                    continue
+                pause = BACKOFF_FIRST
                 events: list[Event] = []
                 letters: list[DeadLetter] = []
                 offsets: dict[TopicPartition, int] = {}
@@ -327,6 +389,23 @@ class KafkaSource:
                 consumer.close(autocommit=False)
             except Exception:
                 log.debug("closing the consumer of %s", projection.name, exc_info=True)
+
+    def _poll(
+        self,
+        consumer: KafkaConsumer,
+        listener: _Rebalance,
+        handoff: datetime | None,
+        batch_size: int,
+    ) -> tuple[dict[TopicPartition, list[Any]], dict[TopicPartition, int]]:
+        """The next records, and where newly assigned partitions start (see _start_fresh)."""
+        polled = consumer.poll(timeout_ms=int(self.poll_timeout * 1000), max_records=batch_size)
+        fresh = listener.take_assigned()
+        try:
+            start = self._start_fresh(consumer, fresh, handoff) if fresh else {}
+        except KafkaError:
+            listener.put_back(fresh)  # looked at again on the next poll
+            raise
+        return polled, start
 
     def _start_fresh(
         self, consumer: KafkaConsumer, fresh: set[TopicPartition], handoff: datetime | None

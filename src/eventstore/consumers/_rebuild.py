@@ -3,24 +3,30 @@ parked aggregates: everything that reads the store's history rather than a live 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import TypeVar
 
 from eventstore.consumers._apply import Applier, BatchResult, ProjectionStore
 from eventstore.consumers._projection import Projection
-from eventstore.errors import ProjectionError
+from eventstore.consumers._retry import retrying
+from eventstore.errors import EventStoreError, ProjectionError
 from eventstore.events import Event
 from eventstore.store import ReadModelTransaction
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 Progress = Callable[[int, int, int], None]
 """`progress(events_done, position_reached, head)`: called after every batch."""
 
 CATCH_UP_BATCH = 1000
 _SMALL_ENOUGH = 500  # aggregates behind the live generation: few enough to finish under lock
+_ROUNDS = 5
 
 
 @dataclass
@@ -43,23 +49,38 @@ def catch_up(
     """Apply the global log from `after` up to its readable end, batch by batch, recording the
     position reached in each batch's transaction (a restart resumes there)."""
     store = applier.store
-    head = store.log_horizon().head
+    name = applier.projection.name
+    head = _head(store, stop, name)
     result = CatchUpResult(position=after)
     if progress is not None:
         progress(0, after, max(head, after))
     while stop is None or not stop.is_set():
-        page = store.read_all(result.position, batch_size)
+        reached = result.position
+        page = retrying(
+            partial(store.read_all, reached, batch_size), stop, what=f"{name}: reading the log"
+        )
         if not page:
             break
         position = page[-1].position or result.position
-        done = applier.apply(page, generation=generation, position=position)
+        done = retrying(
+            partial(applier.apply, page, generation=generation, position=position),
+            stop,
+            what=f"projection {name}",
+        )
+        if done is None:
+            break
         _count(result, done, len(page))
         result.position = position
         if position > head:
-            head = store.log_horizon().head
+            head = _head(store, stop, name)
         if progress is not None:
             progress(result.events, position, max(head, position))
     return result
+
+
+def _head(store: ProjectionStore, stop: threading.Event | None, name: str) -> int:
+    horizon = retrying(store.log_horizon, stop, what=f"{name}: reading the log's head")
+    return horizon.head if horizon is not None else 0
 
 
 def _count(result: CatchUpResult, done: BatchResult, events: int) -> None:
@@ -79,6 +100,26 @@ def _events_up_to(
                 break
             found.append(event)
     return found
+
+
+def _behind(
+    store: ProjectionStore, name: str, generation: int
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Aggregates the active generation holds further than `generation` (with their
+    checkpoints there), and `generation`'s checkpoints of them."""
+    with store.projection_transaction(name, generation) as tx:
+        active = store.projection_record(name)
+        assert active is not None
+        behind = tx.behind(active.active_generation)
+        since = tx.lock_checkpoints(list(behind)) if behind else {}
+    return behind, since
+
+
+def _retry(call: Callable[[], T], stop: threading.Event | None, name: str) -> T:
+    done = retrying(call, stop, what=f"rebuild {name}")
+    if done is None:
+        raise ProjectionError(f"projection {name!r}: rebuild interrupted; nothing switched")
+    return done
 
 
 def rebuild(
@@ -108,7 +149,11 @@ def rebuild(
     only happens if this generation is still the one being built.
     """
     name = projection.name
-    generation = store.begin_generation(name, projection.version)
+    generation = retrying(
+        lambda: store.begin_generation(name, projection.version), stop, what=f"rebuild {name}"
+    )
+    if generation is None:
+        raise ProjectionError(f"projection {name!r}: rebuild interrupted; nothing switched")
     log.info("projection %s: building generation %d", name, generation)
     try:
         reached = catch_up(
@@ -121,16 +166,17 @@ def rebuild(
         )
         if stop is not None and stop.is_set():
             raise ProjectionError(f"projection {name!r}: rebuild interrupted; nothing switched")
-        while True:
-            with store.projection_transaction(name, generation) as tx:
-                active = store.projection_record(name)
-                assert active is not None
-                behind = tx.behind(active.active_generation)
-                since = tx.lock_checkpoints(list(behind)) if behind else {}
+        # A few rounds outside the lock while many aggregates are behind (aggregates parked in
+        # the new generation stay behind: the rounds are bounded, the switch copes with them).
+        for _ in range(_ROUNDS):
+            behind, since = _retry(lambda: _behind(store, name, generation), stop, name)
             if len(behind) <= _SMALL_ENOUGH:
                 break
-            applier.apply(_events_up_to(store, behind, since), generation=generation)
-        catch_up(applier, generation=generation, after=reached.position, batch_size=batch_size)
+            events = _retry(partial(_events_up_to, store, behind, since), stop, name)
+            _retry(partial(applier.apply, events, generation=generation), stop, name)
+        catch_up(
+            applier, generation=generation, after=reached.position, batch_size=batch_size, stop=stop
+        )
 
         def last_catch_up(tx: ReadModelTransaction) -> list[Event]:
             record = store.projection_record(name)
@@ -140,18 +186,23 @@ def rebuild(
             return _events_up_to(store, behind, since)
 
         dropped: list[int] = []
-        applier.apply(
-            [],
-            generation=generation,
-            exclusive=True,
-            extra=last_catch_up,
-            finish=lambda tx: dropped.append(tx.switch()),
+        _retry(
+            lambda: applier.apply(
+                [],
+                generation=generation,
+                exclusive=True,
+                extra=last_catch_up,
+                finish=lambda tx: dropped.append(tx.switch()),
+            ),
+            stop,
+            name,
         )
     except BaseException:
-        store.drop_generation(name, generation)
+        with contextlib.suppress(EventStoreError):  # an abandoned generation is fenced anyway
+            store.drop_generation(name, generation)
         raise
     if dropped:
-        store.drop_generation(name, dropped[0])
+        retrying(lambda: store.drop_generation(name, dropped[0]), stop, what=f"rebuild {name}")
     log.info("projection %s: generation %d is active", name, generation)
     return generation
 

@@ -17,6 +17,7 @@ from eventstore.consumers._apply import Applier, BatchResult, ProjectionStore
 from eventstore.consumers._dlq import DeadLetter, DeadLetterSink
 from eventstore.consumers._projection import Handler, Projection, check_projections
 from eventstore.consumers._rebuild import Progress, catch_up, rebuild
+from eventstore.consumers._retry import retrying
 from eventstore.errors import EventStoreError, FencedError, ProjectionError
 from eventstore.events import Event
 
@@ -25,7 +26,6 @@ log = logging.getLogger(__name__)
 HANDOFF_MARGIN = timedelta(minutes=5)
 """How far before the first catch-up a Kafka source starts partitions it has no offsets for
 (clock differences between the database, the relay and the broker; see `mark_handoff`)."""
-_BACKOFF_FIRST, _BACKOFF_MAX = 0.2, 5.0
 
 
 class RunnerObserver(Protocol):
@@ -244,21 +244,15 @@ class ProjectionRunner:
         """Apply one batch, retrying retriable failures with a growing pause until it commits
         (None when `stop` was set before it could)."""
         applier = self.appliers[projection.name]
-        pause = _BACKOFF_FIRST
-        while True:
-            try:
-                result = applier.apply(events, position=position, undecodable=undecodable)
-            except EventStoreError as error:
-                if not error.retriable:
-                    raise
-                self.observer.retrying(projection.name, error)
-                log.warning("projection %s: %s; retrying in %.1f s", projection.name, error, pause)
-                if stop.wait(pause):
-                    return None
-                pause = min(pause * 2, _BACKOFF_MAX)
-                continue
+        result = retrying(
+            lambda: applier.apply(events, position=position, undecodable=undecodable),
+            stop,
+            what=f"projection {projection.name}",
+            on_retry=lambda error: self.observer.retrying(projection.name, error),
+        )
+        if result is not None:
             self.observer.batch(projection.name, result, len(events))
-            return result
+        return result
 
 
 class StoreTailSource:
@@ -320,17 +314,8 @@ class StoreTailSource:
 
 
 def _read(store: ProjectionStore, after: int, limit: int, stop: threading.Event) -> list[Event]:
-    pause = _BACKOFF_FIRST
-    while not stop.is_set():
-        try:
-            return store.read_all(after, limit)
-        except EventStoreError as error:
-            if not error.retriable:
-                raise
-            log.warning("reading the global log: %s; retrying in %.1f s", error, pause)
-            stop.wait(pause)
-            pause = min(pause * 2, _BACKOFF_MAX)
-    return []
+    page = retrying(lambda: store.read_all(after, limit), stop, what="reading the global log")
+    return page or []
 
 
 def _report_tail_lag(runner: ProjectionRunner, positions: dict[str, tuple[int, int]]) -> None:

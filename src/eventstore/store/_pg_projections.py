@@ -15,7 +15,7 @@ Concurrency (several runner processes of one projection, a rebuild beside them):
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any
@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from eventstore.errors import FencedError, ProjectionError
+from eventstore.errors import EventStoreError, FencedError, ProjectionError
 from eventstore.events import encode_json
 from eventstore.store._checks import check_limit, check_text
 from eventstore.store._pg_lease import notify_channel
@@ -35,9 +35,15 @@ from eventstore.store._protocol import (
 )
 
 _RECORD = (
-    "SELECT name, active_generation, active_version, active_position, building_generation, "
-    "building_version, building_position, handoff_at, dead_lettered, last_error, "
-    "last_error_at, updated_at FROM projections"
+    "SELECT p.name, p.active_generation, p.active_version, coalesce(a.position, 0), "
+    "p.building_generation, p.building_version, coalesce(b.position, 0), s.handoff_at, "
+    "coalesce(s.dead_lettered, 0), s.last_error, s.last_error_at, p.updated_at "
+    "FROM projections p "
+    "LEFT JOIN projection_positions a ON a.projection = p.name "
+    "AND a.generation = p.active_generation "
+    "LEFT JOIN projection_positions b ON b.projection = p.name "
+    "AND b.generation = p.building_generation "
+    "LEFT JOIN projection_stats s ON s.projection = p.name"
 )
 _FAILURE = (
     "SELECT aggregate_id, version, event_id, position, event_type, policy, error_type, "
@@ -45,6 +51,12 @@ _FAILURE = (
 )
 _ACTIVE = "(SELECT active_generation FROM projections WHERE name = %(p)s)"
 _FAILURE_WHERE = _FAILURE + " WHERE"
+_GENERATION_TABLES = (
+    "projection_documents",
+    "projection_checkpoints",
+    "projection_failures",
+    "projection_positions",
+)
 _FENCE_SHARED = (
     "SELECT active_generation, active_version, building_generation, building_version "
     "FROM projections WHERE name = %s FOR SHARE"
@@ -80,9 +92,16 @@ class PgReadModelTransaction:
     backend = "postgres"
 
     def __init__(
-        self, conn: psycopg.Connection[Any], name: str, generation: int, version: int, active: bool
+        self,
+        conn: psycopg.Connection[Any],
+        name: str,
+        generation: int,
+        version: int,
+        active: bool,
+        translate: Callable[[psycopg.Error], EventStoreError],
     ) -> None:
         self._conn = conn
+        self._translate = translate
         self.projection = name
         self.generation = generation
         self.version = version
@@ -93,8 +112,17 @@ class PgReadModelTransaction:
     def connection(self) -> psycopg.Connection[Any]:
         return self._conn
 
+    def translate(self, error: BaseException) -> EventStoreError | None:
+        return self._translate(error) if isinstance(error, psycopg.Error) else None
+
     def _run(self, query: str, **params: Any) -> psycopg.Cursor[Any]:
-        return self._conn.execute(query, {**self._key, **params})
+        # Translated here, not only when the transaction ends: a handler calls this through
+        # Documents, and the runner must see a deadlock or a lost connection as retriable,
+        # not as the event's fault.
+        try:
+            return self._conn.execute(query, {**self._key, **params})
+        except psycopg.Error as error:
+            raise self._translate(error) from error
 
     def lock_checkpoints(self, aggregate_ids: Collection[str]) -> dict[str, int]:
         ids = sorted(set(aggregate_ids))
@@ -225,10 +253,10 @@ class PgReadModelTransaction:
             )
 
     def set_position(self, position: int) -> None:
-        column = "active_position" if self._active else "building_position"
         self._run(
-            f"UPDATE projections SET {column} = greatest({column}, %(pos)s) "  # noqa: S608 (constant names)
-            "WHERE name = %(p)s",
+            "INSERT INTO projection_positions AS t (projection, generation, position) "
+            "VALUES (%(p)s, %(g)s, %(pos)s) ON CONFLICT (projection, generation) "
+            "DO UPDATE SET position = greatest(t.position, excluded.position)",
             pos=position,
         )
 
@@ -236,16 +264,23 @@ class PgReadModelTransaction:
         if not dead_lettered and error is None:
             return
         self._run(
-            "UPDATE projections SET dead_lettered = dead_lettered + %(n)s, "
-            "last_error = coalesce(%(e)s, last_error), "
-            "last_error_at = CASE WHEN %(e)s::text IS NULL THEN last_error_at ELSE now() END, "
-            "updated_at = now() WHERE name = %(p)s",
+            "INSERT INTO projection_stats AS s (projection, dead_lettered, last_error, "
+            "last_error_at) VALUES (%(p)s, %(n)s, %(e)s, "
+            "CASE WHEN %(e)s::text IS NULL THEN NULL ELSE now() END) "
+            "ON CONFLICT (projection) DO UPDATE SET "
+            "dead_lettered = s.dead_lettered + excluded.dead_lettered, "
+            "last_error = coalesce(excluded.last_error, s.last_error), "
+            "last_error_at = coalesce(excluded.last_error_at, s.last_error_at)",
             n=dead_lettered,
             e=error,
         )
 
     def mark_handoff(self, at: datetime) -> None:
-        self._run("UPDATE projections SET handoff_at = %(at)s WHERE name = %(p)s", at=at)
+        self._run(
+            "INSERT INTO projection_stats AS s (projection, handoff_at) VALUES (%(p)s, %(at)s) "
+            "ON CONFLICT (projection) DO UPDATE SET handoff_at = excluded.handoff_at",
+            at=at,
+        )
 
     def behind(self, generation: int) -> dict[str, int]:
         rows = self._run(
@@ -261,9 +296,9 @@ class PgReadModelTransaction:
     def switch(self) -> int:
         row = self._run(
             "UPDATE projections AS n SET active_generation = o.building_generation, "
-            "active_version = o.building_version, active_position = o.building_position, "
-            "building_generation = NULL, building_version = NULL, building_position = 0, "
-            "updated_at = now() FROM projections o WHERE n.name = %(p)s AND o.name = n.name "
+            "active_version = o.building_version, building_generation = NULL, "
+            "building_version = NULL, updated_at = now() "
+            "FROM projections o WHERE n.name = %(p)s AND o.name = n.name "
             "AND o.building_generation = %(g)s RETURNING o.active_generation"
         ).fetchone()
         if row is None:
@@ -289,6 +324,9 @@ class PostgresReadModels:
     def _connection(self) -> AbstractContextManager[psycopg.Connection[Any]]:
         raise NotImplementedError
 
+    def _translate_error(self, error: psycopg.Error) -> EventStoreError:
+        raise NotImplementedError
+
     def register_projection(self, name: str, version: int) -> ProjectionRecord:
         check_text(name, "projection name")
         with self._connection() as conn:
@@ -297,18 +335,18 @@ class PostgresReadModels:
                 "last_generation) VALUES (%s, 1, %s, 1) ON CONFLICT (name) DO NOTHING",
                 (name, version),
             )
-            row = conn.execute(_RECORD + " WHERE name = %s", (name,)).fetchone()
+            row = conn.execute(_RECORD + " WHERE p.name = %s", (name,)).fetchone()
         assert row is not None
         return ProjectionRecord(*row)
 
     def projection_record(self, name: str) -> ProjectionRecord | None:
         with self._connection() as conn:
-            row = conn.execute(_RECORD + " WHERE name = %s", (name,)).fetchone()
+            row = conn.execute(_RECORD + " WHERE p.name = %s", (name,)).fetchone()
         return ProjectionRecord(*row) if row is not None else None
 
     def projection_records(self) -> list[ProjectionRecord]:
         with self._connection() as conn:
-            rows = conn.execute(_RECORD + " ORDER BY name").fetchall()
+            rows = conn.execute(_RECORD + " ORDER BY p.name").fetchall()
         return [ProjectionRecord(*row) for row in rows]
 
     @contextmanager
@@ -322,9 +360,13 @@ class PostgresReadModels:
                 raise _not_registered(name)
             active, active_version, building, building_version = row
             if generation is None or generation == active:
-                yield PgReadModelTransaction(conn, name, active, active_version, True)
+                yield PgReadModelTransaction(
+                    conn, name, active, active_version, True, self._translate_error
+                )
             elif generation == building:
-                yield PgReadModelTransaction(conn, name, building, building_version, False)
+                yield PgReadModelTransaction(
+                    conn, name, building, building_version, False, self._translate_error
+                )
             else:
                 raise FencedError(
                     f"projection {name!r}: generation {generation} is neither the active one "
@@ -343,7 +385,7 @@ class PostgresReadModels:
             new = conn.execute(
                 "UPDATE projections SET last_generation = last_generation + 1, "
                 "building_generation = last_generation + 1, building_version = %s, "
-                "building_position = 0, updated_at = now() WHERE name = %s "
+                "updated_at = now() WHERE name = %s "
                 "RETURNING building_generation",
                 (version, name),
             ).fetchone()
@@ -365,15 +407,15 @@ class PostgresReadModels:
                 return
             if row[1] == generation:
                 conn.execute(
-                    "UPDATE projections SET building_generation = NULL, building_version = NULL, "
-                    "building_position = 0 WHERE name = %s",
+                    "UPDATE projections SET building_generation = NULL, building_version = NULL "
+                    "WHERE name = %s",
                     (name,),
                 )
         self._purge(name, generation)
 
     def _purge(self, name: str, generation: int) -> None:
         with self._connection() as conn, conn.transaction():
-            for table in ("projection_documents", "projection_checkpoints", "projection_failures"):
+            for table in _GENERATION_TABLES:
                 conn.execute(
                     f"DELETE FROM {table} WHERE projection = %s AND generation = %s",  # noqa: S608 (constant names)
                     (name, generation),
@@ -382,7 +424,7 @@ class PostgresReadModels:
     def drop_projection(self, name: str) -> None:
         with self._connection() as conn, conn.transaction():
             conn.execute("SELECT FROM projections WHERE name = %s FOR UPDATE", (name,))
-            for table in ("projection_documents", "projection_checkpoints", "projection_failures"):
+            for table in (*_GENERATION_TABLES, "projection_stats"):
                 conn.execute(
                     f"DELETE FROM {table} WHERE projection = %s",  # noqa: S608 (constant names)
                     (name,),

@@ -13,6 +13,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, NamedTuple, Protocol, Self, runtime_checkable
 
+from eventstore.errors import EventStoreError
 from eventstore.events import Event
 from eventstore.versioning import Upcasters
 
@@ -251,6 +252,11 @@ class ReadModelTransaction(Protocol):
     def connection(self) -> Any:
         """The transaction's database connection (psycopg or sqlite3), for projections with
         tables of their own."""
+        ...
+
+    def translate(self, error: BaseException) -> EventStoreError | None:
+        """The package's error for a database driver's error raised in this transaction (by
+        SQL a handler ran on `connection`); None for anything else."""
         ...
 
     def lock_checkpoints(self, aggregate_ids: Collection[str]) -> dict[str, int]:

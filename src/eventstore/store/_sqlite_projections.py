@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from eventstore.errors import FencedError, ProjectionError
+from eventstore.errors import EventStoreError, FencedError, ProjectionError
 from eventstore.store._checks import check_limit, check_text
 from eventstore.store._protocol import (
     ProjectionCounts,
@@ -24,9 +24,15 @@ from eventstore.store._protocol import (
 )
 
 _RECORD = (
-    "SELECT name, active_generation, active_version, active_position, building_generation, "
-    "building_version, building_position, handoff_at, dead_lettered, last_error, "
-    "last_error_at, updated_at FROM projections"
+    "SELECT p.name, p.active_generation, p.active_version, coalesce(a.position, 0), "
+    "p.building_generation, p.building_version, coalesce(b.position, 0), s.handoff_at, "
+    "coalesce(s.dead_lettered, 0), s.last_error, s.last_error_at, p.updated_at "
+    "FROM projections p "
+    "LEFT JOIN projection_positions a ON a.projection = p.name "
+    "AND a.generation = p.active_generation "
+    "LEFT JOIN projection_positions b ON b.projection = p.name "
+    "AND b.generation = p.building_generation "
+    "LEFT JOIN projection_stats s ON s.projection = p.name"
 )
 _FAILURE = (
     "SELECT aggregate_id, version, event_id, position, event_type, policy, error_type, "
@@ -51,7 +57,12 @@ def _counts_query(gen: str) -> str:
 
 _COUNTS = "SELECT " + _counts_query(":g")
 _ACTIVE_COUNTS = "SELECT " + _counts_query(_ACTIVE)
-_TABLES = ("projection_documents", "projection_checkpoints", "projection_failures")
+_TABLES = (
+    "projection_documents",
+    "projection_checkpoints",
+    "projection_failures",
+    "projection_positions",
+)
 
 
 def _now() -> str:
@@ -113,9 +124,16 @@ class SqliteReadModelTransaction:
     backend = "sqlite"
 
     def __init__(
-        self, conn: sqlite3.Connection, name: str, generation: int, version: int, active: bool
+        self,
+        conn: sqlite3.Connection,
+        name: str,
+        generation: int,
+        version: int,
+        active: bool,
+        translate: Callable[[sqlite3.Error], EventStoreError],
     ) -> None:
         self._conn = conn
+        self._translate = translate
         self.projection = name
         self.generation = generation
         self.version = version
@@ -126,8 +144,14 @@ class SqliteReadModelTransaction:
     def connection(self) -> sqlite3.Connection:
         return self._conn
 
+    def translate(self, error: BaseException) -> EventStoreError | None:
+        return self._translate(error) if isinstance(error, sqlite3.Error) else None
+
     def _run(self, query: str, **params: Any) -> sqlite3.Cursor:
-        return self._conn.execute(query, {**self._key, **params})
+        try:
+            return self._conn.execute(query, {**self._key, **params})
+        except sqlite3.Error as error:
+            raise self._translate(error) from error
 
     def lock_checkpoints(self, aggregate_ids: Collection[str]) -> dict[str, int]:
         if not aggregate_ids:
@@ -239,9 +263,10 @@ class SqliteReadModelTransaction:
             )
 
     def set_position(self, position: int) -> None:
-        column = "active_position" if self._active else "building_position"
         self._run(
-            f"UPDATE projections SET {column} = max({column}, :pos) WHERE name = :p",  # noqa: S608 (constant names)
+            "INSERT INTO projection_positions (projection, generation, position) "
+            "VALUES (:p, :g, :pos) ON CONFLICT (projection, generation) "
+            "DO UPDATE SET position = max(position, excluded.position)",
             pos=position,
         )
 
@@ -249,10 +274,12 @@ class SqliteReadModelTransaction:
         if not dead_lettered and error is None:
             return
         self._run(
-            "UPDATE projections SET dead_lettered = dead_lettered + :n, "
-            "last_error = coalesce(:e, last_error), "
-            "last_error_at = CASE WHEN :e IS NULL THEN last_error_at ELSE :now END, "
-            "updated_at = :now WHERE name = :p",
+            "INSERT INTO projection_stats (projection, dead_lettered, last_error, last_error_at) "
+            "VALUES (:p, :n, :e, CASE WHEN :e IS NULL THEN NULL ELSE :now END) "
+            "ON CONFLICT (projection) DO UPDATE SET "
+            "dead_lettered = dead_lettered + excluded.dead_lettered, "
+            "last_error = coalesce(excluded.last_error, last_error), "
+            "last_error_at = coalesce(excluded.last_error_at, last_error_at)",
             n=dead_lettered,
             e=error,
             now=_now(),
@@ -260,7 +287,8 @@ class SqliteReadModelTransaction:
 
     def mark_handoff(self, at: datetime) -> None:
         self._run(
-            "UPDATE projections SET handoff_at = :at WHERE name = :p",
+            "INSERT INTO projection_stats (projection, handoff_at) VALUES (:p, :at) "
+            "ON CONFLICT (projection) DO UPDATE SET handoff_at = excluded.handoff_at",
             at=at.astimezone(UTC).isoformat(timespec="microseconds"),
         )
 
@@ -286,9 +314,8 @@ class SqliteReadModelTransaction:
             )
         self._run(
             "UPDATE projections SET active_generation = building_generation, "
-            "active_version = building_version, active_position = building_position, "
-            "building_generation = NULL, building_version = NULL, building_position = 0, "
-            "updated_at = :now WHERE name = :p",
+            "active_version = building_version, building_generation = NULL, "
+            "building_version = NULL, updated_at = :now WHERE name = :p",
             now=_now(),
         )
         self._active = True
@@ -304,6 +331,9 @@ class SqliteReadModels:
     def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         raise NotImplementedError
 
+    def _translate_error(self, error: sqlite3.Error) -> EventStoreError:
+        raise NotImplementedError
+
     def register_projection(self, name: str, version: int) -> ProjectionRecord:
         check_text(name, "projection name")
         with self._transaction() as conn:
@@ -312,17 +342,17 @@ class SqliteReadModels:
                 "last_generation, updated_at) VALUES (?, 1, ?, 1, ?) ON CONFLICT (name) DO NOTHING",
                 (name, version, _now()),
             )
-            row = conn.execute(_RECORD + " WHERE name = ?", (name,)).fetchone()
+            row = conn.execute(_RECORD + " WHERE p.name = ?", (name,)).fetchone()
         return _record(row)
 
     def projection_record(self, name: str) -> ProjectionRecord | None:
         with self._locked() as conn:
-            row = conn.execute(_RECORD + " WHERE name = ?", (name,)).fetchone()
+            row = conn.execute(_RECORD + " WHERE p.name = ?", (name,)).fetchone()
         return _record(row) if row is not None else None
 
     def projection_records(self) -> list[ProjectionRecord]:
         with self._locked() as conn:
-            rows = conn.execute(_RECORD + " ORDER BY name").fetchall()
+            rows = conn.execute(_RECORD + " ORDER BY p.name").fetchall()
         return [_record(row) for row in rows]
 
     @contextmanager
@@ -339,9 +369,13 @@ class SqliteReadModels:
                 raise _not_registered(name)
             active, active_version, building, building_version = row
             if generation is None or generation == active:
-                yield SqliteReadModelTransaction(conn, name, active, active_version, True)
+                yield SqliteReadModelTransaction(
+                    conn, name, active, active_version, True, self._translate_error
+                )
             elif generation == building:
-                yield SqliteReadModelTransaction(conn, name, building, building_version, False)
+                yield SqliteReadModelTransaction(
+                    conn, name, building, building_version, False, self._translate_error
+                )
             else:
                 raise FencedError(
                     f"projection {name!r}: generation {generation} is neither the active one "
@@ -360,7 +394,7 @@ class SqliteReadModels:
             fenced, last = row
             conn.execute(
                 "UPDATE projections SET last_generation = ?, building_generation = ?, "
-                "building_version = ?, building_position = 0, updated_at = ? WHERE name = ?",
+                "building_version = ?, updated_at = ? WHERE name = ?",
                 (last + 1, last + 1, version, _now(), name),
             )
             if fenced is not None:
@@ -377,8 +411,8 @@ class SqliteReadModels:
                 return
             if row[1] == generation:
                 conn.execute(
-                    "UPDATE projections SET building_generation = NULL, building_version = NULL, "
-                    "building_position = 0 WHERE name = ?",
+                    "UPDATE projections SET building_generation = NULL, building_version = NULL "
+                    "WHERE name = ?",
                     (name,),
                 )
             self._purge(conn, name, generation)
@@ -393,7 +427,7 @@ class SqliteReadModels:
 
     def drop_projection(self, name: str) -> None:
         with self._transaction() as conn:
-            for table in _TABLES:
+            for table in (*_TABLES, "projection_stats"):
                 conn.execute(f"DELETE FROM {table} WHERE projection = ?", (name,))  # noqa: S608 (constant names)
             conn.execute("DELETE FROM projections WHERE name = ?", (name,))
 

@@ -138,7 +138,8 @@ _APP_ROLE_GRANTS = [
     # Projection runners keep their read models and checkpoints in the store's database.
     sql.SQL(
         "GRANT SELECT, INSERT, UPDATE, DELETE ON projections, projection_checkpoints, "
-        "projection_documents, projection_failures TO {role}"
+        "projection_documents, projection_failures, projection_positions, projection_stats "
+        "TO {role}"
     ),
 ]
 _OUTBOX_COLUMNS = sql.SQL(", ").join(sql.Identifier("e", name) for name in EVENT_COLUMNS)
@@ -337,6 +338,9 @@ class PostgresEventStore(PostgresReadModels, Closing):
     @property
     def upcasters(self) -> Upcasters:
         return self._upcasters
+
+    def _translate_error(self, error: psycopg.Error) -> EventStoreError:
+        return _translate(error, self._where)
 
     def __repr__(self) -> str:
         return f"PostgresEventStore({self._where}, schema={self.schema!r})"

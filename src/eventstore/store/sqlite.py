@@ -149,6 +149,9 @@ class SqliteEventStore(SqliteReadModels, Closing):
     def upcasters(self) -> Upcasters:
         return self._upcasters
 
+    def _translate_error(self, error: sqlite3.Error) -> EventStoreError:
+        return _translate(error, self.path)
+
     def __repr__(self) -> str:
         return f"SqliteEventStore({self.path!r})"
 

@@ -11,16 +11,27 @@ CREATE TABLE projections (
     name                text PRIMARY KEY,
     active_generation   integer NOT NULL,
     active_version      integer NOT NULL,
-    active_position     bigint NOT NULL DEFAULT 0,
     building_generation integer,
     building_version    integer,
-    building_position   bigint NOT NULL DEFAULT 0,
     last_generation     integer NOT NULL,
-    handoff_at          timestamptz,
-    dead_lettered       bigint NOT NULL DEFAULT 0,
-    last_error          text,
-    last_error_at       timestamptz,
     updated_at          timestamptz NOT NULL DEFAULT now()
+);
+
+-- What batches update (positions, counters) lives apart from the fence row above: an UPDATE
+-- of a row that concurrent batches hold FOR SHARE would deadlock them with each other.
+CREATE TABLE projection_positions (
+    projection text NOT NULL,
+    generation integer NOT NULL,
+    position   bigint NOT NULL,
+    PRIMARY KEY (projection, generation)
+);
+
+CREATE TABLE projection_stats (
+    projection    text PRIMARY KEY,
+    handoff_at    timestamptz,
+    dead_lettered bigint NOT NULL DEFAULT 0,
+    last_error    text,
+    last_error_at timestamptz
 );
 
 CREATE TABLE projection_checkpoints (

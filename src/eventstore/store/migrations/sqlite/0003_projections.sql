@@ -6,16 +6,25 @@ CREATE TABLE projections (
     name                TEXT PRIMARY KEY,
     active_generation   INTEGER NOT NULL,
     active_version      INTEGER NOT NULL,
-    active_position     INTEGER NOT NULL DEFAULT 0,
     building_generation INTEGER,
     building_version    INTEGER,
-    building_position   INTEGER NOT NULL DEFAULT 0,
     last_generation     INTEGER NOT NULL,
-    handoff_at          TEXT,
-    dead_lettered       INTEGER NOT NULL DEFAULT 0,
-    last_error          TEXT,
-    last_error_at       TEXT,
     updated_at          TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE projection_positions (
+    projection TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    position   INTEGER NOT NULL,
+    PRIMARY KEY (projection, generation)
+) WITHOUT ROWID;
+
+CREATE TABLE projection_stats (
+    projection    TEXT PRIMARY KEY,
+    handoff_at    TEXT,
+    dead_lettered INTEGER NOT NULL DEFAULT 0,
+    last_error    TEXT,
+    last_error_at TEXT
 ) WITHOUT ROWID;
 
 CREATE TABLE projection_checkpoints (

@@ -26,7 +26,13 @@ from eventstore.consumers import (
     rebuild_aggregate,
     retry_parked,
 )
-from eventstore.errors import EventStoreError, FencedError, HandlerError, ProjectionError
+from eventstore.errors import (
+    EventStoreError,
+    FencedError,
+    HandlerError,
+    InvalidQueryError,
+    ProjectionError,
+)
 from eventstore.events import Event
 from eventstore.versioning import Upcasters
 from tests.conftest import StoreFactory, unique_name
@@ -184,6 +190,9 @@ class Harness:
             running.stop()
         if self.relay is not None:
             self.relay.stop()
+        errors = [r.error for r in self.running if r.error is not None]
+        expected = [e for e in errors if isinstance(e, HandlerError)]  # the stop policy's
+        assert errors == expected, errors
 
 
 @pytest.fixture(params=["store", "kafka"])
@@ -603,6 +612,8 @@ def test_one_aggregate_rebuilt_alone(
     history = [event("p-1", v, zone="z") for v in range(1, 4)]
     store.append_events(history)
     applier.apply(history)
+    with pytest.raises(ProjectionError, match="has no reset"):
+        rebuild_aggregate(store, projection, applier, "p-1")
     projection.reset = lambda aggregate, documents: documents.delete(aggregate)
     result = rebuild_aggregate(store, projection, applier, "p-1")
     assert result.applied == 3
@@ -662,3 +673,71 @@ def test_the_one_line_form(store: EventStore) -> None:
     projector.project("player-positions", handle_moved, event_types=["PlayerMoved"])
     projector.catch_up()
     assert projector.get("player-positions", "p-1") == {"zone": "b"}
+
+
+def test_gap_filling_reads_upcast_events(store_factory: StoreFactory) -> None:
+    upcasters = Upcasters()
+
+    @upcasters.register("PlayerMoved", from_version=1)
+    def _to_v2(payload: dict[str, Any]) -> dict[str, Any]:
+        return {"position": [payload["x"], payload["y"]]}
+
+    store = store_factory(upcasters)
+    seen = Projection("seen")
+
+    @seen.on("PlayerMoved")
+    def handle(e: Event, documents: Documents) -> None:
+        documents.update(
+            e.aggregate_id, lambda d: {"at": [*d.get("at", []), e.payload["position"]]}
+        )
+
+    history = [event("p-1", v, x=v, y=v) for v in (1, 2, 3)]
+    store.append_events(history)
+    store.register_projection("seen", 1)
+    live = [upcasters.upcast(history[0]), upcasters.upcast(history[2])]  # v2 never arrived
+    assert Applier(store, seen).apply(live).filled == 1
+    assert store.get_document("seen", "p-1") == {"at": [[1, 1], [2, 2], [3, 3]]}
+
+
+def test_a_record_the_store_does_not_have_is_dead_lettered_not_applied(
+    store: EventStore, counts: tuple[Projection, dict[str, Any], Applier]
+) -> None:
+    _, _, applier = counts
+    stranger = event("stranger", 3, zone="z")  # versions 1 and 2 are nowhere
+    letters: list[Any] = []
+
+    class Sink:
+        def send(self, projection: str, sent: Any) -> None:
+            letters.extend(sent)
+
+    applier.dead_letters = Sink()
+    result = applier.apply([stranger])
+    assert result.applied == 0 and store.get_document("counts", "stranger") is None
+    assert [dict(h)["error_type"].decode() for h in (letter.headers for letter in letters)] == [
+        "NotInStore"
+    ]
+
+
+def test_a_document_holding_nul_parks_on_every_backend(store: EventStore) -> None:
+    projection = Projection("nul")
+
+    @projection.on("PlayerMoved")
+    def handle(e: Event, documents: Documents) -> None:
+        documents.put(e.aggregate_id, {"name": "a\x00b"})
+
+    store.register_projection("nul", 1)
+    store.append_event(event("p-1", 1))
+    result = Applier(store, projection).apply([event("p-1", 1)])
+    assert "NUL" in result.parked[0].message
+
+
+def test_find_compares_scalars_only(store: EventStore) -> None:
+    store.register_projection("docs", 1)
+    for value in (["a"], {"k": 1}):
+        with pytest.raises(InvalidQueryError, match="string, number, bool or None"):
+            store.find_documents("docs", "tags", value)
+
+
+def test_a_handler_with_the_wrong_arity_is_refused_at_definition() -> None:
+    with pytest.raises(ProjectionError, match=r"two arguments, \(event, documents\)"):
+        Projection("p", {"PlayerMoved": lambda e: None})  # type: ignore[dict-item,misc]

@@ -3,8 +3,8 @@ aggregate at once (a partition handed over mid-batch), and readers during a rebu
 
 from __future__ import annotations
 
+import contextlib
 import threading
-import time
 from collections.abc import Iterator
 
 import psycopg
@@ -32,13 +32,12 @@ def pg_store(postgres_url: str, pg_schema: str) -> Iterator[EventStore]:
     store.close()
 
 
-def lock_waiters(url: str, schema: str) -> int:
-    """Sessions of this test's schema waiting on a row lock now."""
+def waiting_on(url: str, pid: int) -> int:
+    """Sessions waiting for a lock that the session `pid` holds."""
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-            "AND query LIKE %s",
-            ("%projection_checkpoints%",),
+            "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+            (pid,),
         ).fetchone()
     assert row is not None
     return int(row[0])
@@ -63,10 +62,11 @@ def test_two_batches_holding_one_aggregate_apply_it_once(
         documents.update(e.aggregate_id, lambda d: {"applied": d.get("applied", 0) + 1})
         if me == "first":
             first_inside.set()
-            # Hold the transaction open until the second batch waits on our row lock.
-            deadline = time.monotonic() + 10
-            while lock_waiters(postgres_url, pg_schema) == 0 and time.monotonic() < deadline:
-                time.sleep(0.01)
+            # Hold the transaction open until the second batch waits on our row lock (with
+            # the lock gone, it never does: then both apply and the test fails).
+            pid = documents.connection.info.backend_pid
+            with contextlib.suppress(AssertionError):
+                wait_for(lambda: waiting_on(postgres_url, pid) > 0, "the second batch", 10)
 
     pg_store.register_projection("once", 1)
     earlier, moved = event("p-1", 1), event("p-1", 2)
@@ -123,12 +123,14 @@ def test_readers_see_one_whole_generation_throughout_a_rebuild_under_load(
     writer = threading.Thread(target=write)
     for thread in [*readers, writer]:
         thread.start()
-    generation = rebuild(pg_store, projection, Applier(pg_store, projection), batch_size=50)
-    writer.join()
-    wait_for(lambda: model(pg_store) == reference(history + more), "the model after all")
-    stop.set()
-    for thread in readers:
-        thread.join()
-    running.stop()
+    try:
+        generation = rebuild(pg_store, projection, Applier(pg_store, projection), batch_size=50)
+        writer.join()
+        wait_for(lambda: model(pg_store) == reference(history + more), "the model after all")
+    finally:
+        stop.set()
+        for thread in [*readers, writer]:
+            thread.join()
+        running.stop()
     assert generation == 2 and running.error is None
     assert samples and not bad, bad[:5]

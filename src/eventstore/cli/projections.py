@@ -90,17 +90,14 @@ def progress_bar(projection: str, what: str) -> Any:
             console=console,
         ) as shown:
             task = shown.add_task(f"{projection}: {what}", total=None, events=0, rate=0.0)
-            start: list[int] = []
             began = time.perf_counter()
 
-            def report(events: int, position: int, head: int) -> None:
-                if not start:
-                    start.append(position)
+            def report(events: int, done: int, total: int) -> None:
                 elapsed = max(time.perf_counter() - began, 1e-6)
                 shown.update(
                     task,
-                    completed=position - start[0],
-                    total=max(1, head - start[0]),
+                    completed=done,
+                    total=max(1, total),
                     events=events,
                     rate=events / elapsed,
                 )
@@ -136,6 +133,21 @@ def _source(
         instance_id=instance_id,
         partitions=partitions or settings.topic_partitions,
         replication_factor=replication_factor or settings.topic_replication_factor,
+    )
+
+
+def _dead_letters(context: Context) -> Any:
+    """Kafka's dead-letter topics when Kafka is configured (else the store's records only)."""
+    settings = context.settings
+    if not settings.kafka_bootstrap_servers:
+        return None
+    from eventstore.consumers import KafkaDeadLetters
+
+    return KafkaDeadLetters(
+        settings.kafka_bootstrap_servers,
+        topic_prefix=settings.topic_prefix,
+        partitions=settings.topic_partitions,
+        replication_factor=settings.topic_replication_factor,
     )
 
 
@@ -279,7 +291,6 @@ def projections_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """The projections this store holds read models of."""
     context: Context = ctx.obj
     with context.open() as store:
-        store.migrate()
         records = store.projection_records()
     if as_json:
         console.print_json(
@@ -321,7 +332,6 @@ def projections_status(
     servers = kafka_bootstrap_servers or context.settings.kafka_bootstrap_servers
     kafka = (servers, topic_prefix or context.settings.topic_prefix) if servers else None
     with context.open() as store:
-        store.migrate()
         found = _status(store, kafka, name)
     if as_json:
         console.print_json(json.dumps(found))
@@ -372,7 +382,6 @@ def projections_parked(
     """Parked aggregates of a projection, with the event and the error that parked each."""
     context: Context = ctx.obj
     with context.open() as store:
-        store.migrate()
         if store.projection_record(name) is None:
             raise ProjectionError(f"no projection named {name!r} in this store")
         parked = store.projection_failures(name, policy="park")
@@ -422,7 +431,8 @@ def projections_retry(
     projection = _one([spec], name)
     with context.open() as store:
         store.migrate()
-        results = retry_parked(store, projection, Applier(store, projection), aggregate)
+        applier = Applier(store, projection, dead_letters=_dead_letters(context))
+        results = retry_parked(store, projection, applier, aggregate)
     still = 0
     for aggregate_id, result in results:
         if result.parked:
@@ -458,9 +468,16 @@ def projections_rebuild(
     projection = _one([spec], name)
     with context.open() as store:
         store.migrate()
-        if store.projection_record(name) is None:
-            store.register_projection(name, projection.version)
-        applier = Applier(store, projection)
+        record = store.projection_record(name) or store.register_projection(
+            name, projection.version
+        )
+        if projection.version < record.active_version:
+            raise ProjectionError(
+                f"projection {name!r}: the store serves version {record.active_version}, this "
+                f"code is version {projection.version}; rebuilding with older code would stop "
+                "every runner of the newer one: use the newer code"
+            )
+        applier = Applier(store, projection, dead_letters=_dead_letters(context))
         if aggregate is not None:
             result = rebuild_aggregate(store, projection, applier, aggregate)
             console.print(f"{name}: {aggregate} rebuilt ({result.applied} events)")
@@ -487,7 +504,6 @@ def projections_show(
     """Documents of a projection's read model, as JSON lines."""
     context: Context = ctx.obj
     with context.open() as store:
-        store.migrate()
         if key is not None:
             doc = store.get_document(name, key)
             if doc is None:

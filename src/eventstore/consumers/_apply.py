@@ -248,12 +248,19 @@ class _Batch:
                 self._hold(event)
                 return
             if self.checkpoints.get(aggregate, 0) != event.version - 1:
-                raise ProjectionError(
-                    f"projection {self.projection.name!r}: aggregate {aggregate!r} is at "
-                    f"version {self.checkpoints.get(aggregate, 0)} in the read model, but the "
-                    f"store has no versions between it and {event.version}; the store and the "
-                    "read model disagree (was the read model copied from another database?)"
+                # The store lacks the versions before this one: the record did not come from
+                # this store (another database's relay, a hand-made record). Not applied.
+                self.letters.append(
+                    event_letter(
+                        self.projection.name,
+                        event,
+                        policy="unknown",
+                        error_type="NotInStore",
+                        message=f"the store has no version {event.version - 1} of aggregate "
+                        f"{aggregate!r}: this record does not come from this store",
+                    )
                 )
+                return
         self._apply(event)
 
     def _fill(self, aggregate: str, checkpoint: int, before: int) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from eventstore.errors import ProjectionError
 from eventstore.events import encode_json
-from eventstore.store import ReadModelTransaction
+from eventstore.store import ReadModelTransaction, check_find_value
 
 _ABSENT = None
 
@@ -78,6 +78,11 @@ class Documents:
                 f"projection {self.projection!r}: the document for key {key!r} is not JSON "
                 f"({error}); store dicts, lists, strings, finite numbers, booleans and None"
             ) from None
+        if "\\u0000" in text and _holds_nul(document):
+            raise ProjectionError(
+                f"projection {self.projection!r}: the document for key {key!r} holds a NUL "
+                "character (\\u0000), which PostgreSQL cannot store; remove it"
+            )
         self._texts[key] = text
         self._dirty.add(key)
 
@@ -106,6 +111,7 @@ class Documents:
     def find(self, field: str, value: Any, limit: int = 100) -> list[tuple[str, Any]]:
         """Documents whose top-level `field` equals `value` (a string, number, bool or None),
         as (key, document) by key, this batch's writes included."""
+        check_find_value(field, value, f"projection {self.projection!r}: ")
         self.flush()
         return self._tx.find_documents(field, value, limit)
 
@@ -138,3 +144,13 @@ class Documents:
                 f"projection {self.projection!r}: a document key must be a non-empty string, "
                 f"not {key!r}"
             )
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_holds_nul(v) for v in value)
+    return False

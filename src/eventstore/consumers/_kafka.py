@@ -35,9 +35,8 @@ from eventstore.consumers._dlq import DeadLetter, undecodable_letter
 from eventstore.consumers._projection import Projection
 from eventstore.consumers._retry import BACKOFF_FIRST, BACKOFF_MAX
 from eventstore.consumers._runner import ProjectionRunner
-from eventstore.errors import ConfigurationError, EventStoreError, PublishError
+from eventstore.errors import ConfigurationError, PublishError
 from eventstore.events import Event
-from eventstore.versioning import Upcasters
 
 log = logging.getLogger(__name__)
 
@@ -233,14 +232,6 @@ class _Topics:
         return bool(self._subscribed)
 
 
-def decode(value: bytes | None, upcasters: Upcasters) -> Event:
-    """The shared read path for a Kafka record: decode, validate, upcast (raises on a
-    record that is not an event)."""
-    if value is None:
-        raise ValueError("the record has no value")
-    return upcasters.upcast(from_message(value))
-
-
 class KafkaSource:
     """Feeds each projection from its own consumer group, one thread per projection."""
 
@@ -363,8 +354,8 @@ class KafkaSource:
                             continue
                         offsets[tp] = record_.offset
                         try:
-                            events.append(decode(record_.value, upcasters))
-                        except (EventStoreError, ValueError, TypeError, UnicodeError) as error:
+                            event = from_message(record_.value or b"")
+                        except Exception as error:
                             letters.append(
                                 undecodable_letter(
                                     projection.name,
@@ -376,6 +367,11 @@ class KafkaSource:
                                     offset=record_.offset,
                                 )
                             )
+                            continue
+                        # A stored event whose upcast fails is not the record's fault: the
+                        # upcasters are broken, and every path (the store's reads too) fails
+                        # on it the same way. The error stops the runner, naming the step.
+                        events.append(upcasters.upcast(event))
                 if offsets:
                     result = runner.apply(projection, events, stop, undecodable=letters)
                     if result is None:
@@ -419,8 +415,10 @@ class KafkaSource:
         if not new:
             return {}
         at = int(handoff.timestamp() * 1000)
-        found = consumer.offsets_for_times({tp: at for tp in new})
+        # The ends first: a partition with no record at or after the hand-off yet starts at
+        # its end as it was before the search, so a record arriving in between is read.
         ends = consumer.end_offsets(new)
+        found = consumer.offsets_for_times({tp: at for tp in new})
         start: dict[TopicPartition, int] = {}
         for tp in new:
             hit = found.get(tp)
@@ -461,11 +459,6 @@ class KafkaSource:
                 runner.observer.lag(
                     projection.name, f"{tp.topic}[{tp.partition}]", max(0, high - position), None
                 )
-
-
-def parse_headers(headers: Sequence[tuple[str, bytes]]) -> dict[str, str]:
-    """Dead-letter headers as text (for tools)."""
-    return {name: value.decode(errors="replace") for name, value in headers}
 
 
 def group_lag(bootstrap_servers: str, topic_prefix: str, projection: str) -> dict[str, int]:

@@ -4,6 +4,7 @@ connection)."""
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
@@ -55,8 +56,9 @@ class Projection:
     goes on; `stop` stops the runner. `aggregate_types` limits which aggregates the projection
     tracks (default: all). `reset(aggregate_id, documents)` undoes one aggregate's effects
     before a rebuild of that aggregate alone (default: delete the document keyed by its id).
-    `migrations` (per backend, `postgres` / `sqlite`): SQL for tables of its own, run once in
-    order before the first batch.
+    `migrations` (per backend, `postgres` / `sqlite`): SQL for tables of its own, run in order
+    each time a runner starts, before its first batch: write them idempotent (`CREATE TABLE
+    IF NOT EXISTS ...`).
     """
 
     def __init__(
@@ -101,6 +103,15 @@ class Projection:
             raise ProjectionError(
                 f"projection {self.name!r}: the handler of {event_type} is not callable"
             )
+        try:
+            inspect.signature(handler).bind(None, None)
+        except TypeError:
+            raise ProjectionError(
+                f"projection {self.name!r}: the handler of {event_type} must take two "
+                "arguments, (event, documents)"
+            ) from None
+        except ValueError:  # no signature to inspect (some builtins): trust it
+            pass
         if event_type in self.handlers:
             raise ProjectionError(
                 f"projection {self.name!r} has two handlers for {event_type}; keep one"

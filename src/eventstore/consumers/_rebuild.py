@@ -8,6 +8,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TypeVar
 
@@ -16,13 +17,14 @@ from eventstore.consumers._projection import Projection
 from eventstore.consumers._retry import retrying
 from eventstore.errors import EventStoreError, ProjectionError
 from eventstore.events import Event
-from eventstore.store import ReadModelTransaction
+from eventstore.store import LogHorizon, ReadModelTransaction
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 Progress = Callable[[int, int, int], None]
-"""`progress(events_done, position_reached, head)`: called after every batch."""
+"""`progress(events_done, span_done, span_total)`: called after every batch; the spans are
+of positions (not dense on PostgreSQL: a share of the log, not a count of events)."""
 
 CATCH_UP_BATCH = 1000
 _SMALL_ENOUGH = 500  # aggregates behind the live generation: few enough to finish under lock
@@ -35,6 +37,9 @@ class CatchUpResult:
     position: int = 0
     parked: int = 0
     skipped: int = 0
+    unread_since: datetime | None = None
+    """When the catch-up ended, every stored event it did not read lay behind the log's
+    horizon, and none of those was recorded before this moment (None: none was unread)."""
 
 
 def catch_up(
@@ -47,20 +52,36 @@ def catch_up(
     stop: threading.Event | None = None,
 ) -> CatchUpResult:
     """Apply the global log from `after` up to its readable end, batch by batch, recording the
-    position reached in each batch's transaction (a restart resumes there)."""
+    position reached in each batch's transaction (a restart resumes there).
+
+    The end is confirmed by a read that comes after a measure of the horizon: what that read
+    did not return was behind a horizon at least as far as the one measured, so the age the
+    measure gives (`unread_since`) bounds every event the catch-up left to the live source.
+    Measured after the last read instead, a transaction that ended in between would make it
+    look as if nothing had been left behind."""
     store = applier.store
     name = applier.projection.name
     head = _head(store, stop, name)
     result = CatchUpResult(position=after)
-    if progress is not None:
-        progress(0, after, max(head, after))
+    first: int | None = None
+    measured: LogHorizon | None = None
+    measured_at = datetime.now(UTC)
     while stop is None or not stop.is_set():
         reached = result.position
         page = retrying(
             partial(store.read_all, reached, batch_size), stop, what=f"{name}: reading the log"
         )
-        if not page:
+        if page is None:
             break
+        if not page:
+            if measured is not None:
+                if measured.events_behind:
+                    result.unread_since = measured_at - timedelta(seconds=measured.lag_seconds)
+                break
+            measured_at = datetime.now(UTC)
+            measured = retrying(store.log_horizon, stop, what=f"{name}: reading the horizon")
+            continue
+        measured = None
         position = page[-1].position or result.position
         done = retrying(
             partial(applier.apply, page, generation=generation, position=position),
@@ -71,10 +92,12 @@ def catch_up(
             break
         _count(result, done, len(page))
         result.position = position
+        if first is None:
+            first = (page[0].position or position) - 1
         if position > head:
             head = _head(store, stop, name)
         if progress is not None:
-            progress(result.events, position, max(head, position))
+            progress(result.events, position - first, max(head, position) - first)
     return result
 
 
@@ -207,16 +230,41 @@ def rebuild(
     return generation
 
 
+def _history_after_lock(
+    store: ProjectionStore, aggregate_id: str, *, from_start: bool
+) -> Callable[[ReadModelTransaction], list[Event]]:
+    """Reads an aggregate's events inside the batch's transaction, once its checkpoint row is
+    locked: a live batch of the same aggregate then waits for this one, so no version can be
+    applied between the read and the commit (read before the transaction, a version applied
+    live meanwhile would be lost, or reset away)."""
+
+    def read(tx: ReadModelTransaction) -> list[Event]:
+        checkpoint = tx.lock_checkpoints([aggregate_id]).get(aggregate_id, 0)
+        start = 1 if from_start else checkpoint + 1
+        return list(store.get_events_by_aggregate(aggregate_id, start))
+
+    return read
+
+
 def rebuild_aggregate(
     store: ProjectionStore, projection: Projection, applier: Applier, aggregate_id: str
 ) -> BatchResult:
     """Re-apply one aggregate's whole history to the active generation, in one transaction:
-    its checkpoint and failures are forgotten and its documents reset first (the projection's
-    `reset`, by default deleting the document keyed by the aggregate's id)."""
-    events = list(store.get_events_by_aggregate(aggregate_id))
-    if not events:
+    its checkpoint and failures are forgotten and its documents reset first by the
+    projection's `reset` (a projection without one refuses: only it knows which documents
+    one aggregate changed)."""
+    if projection.reset is None:
+        raise ProjectionError(
+            f"projection {projection.name!r} has no reset: it cannot rebuild one aggregate "
+            "alone (its documents may mix many); give Projection(reset=...) that undoes one "
+            f"aggregate's effects, or rebuild it whole: eventstore projections rebuild "
+            f"{projection.name}"
+        )
+    if next(iter(store.get_events_by_aggregate(aggregate_id)), None) is None:
         raise ProjectionError(f"aggregate {aggregate_id!r} has no events in the store")
-    return applier.apply(events, reset=[aggregate_id])
+    return applier.apply(
+        [], reset=[aggregate_id], extra=_history_after_lock(store, aggregate_id, from_start=True)
+    )
 
 
 def retry_parked(
@@ -226,17 +274,24 @@ def retry_parked(
     aggregate_id: str | None = None,
 ) -> list[tuple[str, BatchResult]]:
     """Re-apply parked aggregates from the store (after the handler was fixed): each one's
-    events from its checkpoint on, in one transaction per aggregate. One that fails again is
-    parked again at the version that failed."""
-    parked = store.projection_failures(projection.name, policy="park", aggregate_id=aggregate_id)
-    if aggregate_id is not None and not parked:
+    events from its checkpoint on, read and applied in one transaction per aggregate. One
+    that fails again is parked again at the version that failed."""
+    results: list[tuple[str, BatchResult]] = []
+    while True:
+        parked = store.projection_failures(
+            projection.name, policy="park", aggregate_id=aggregate_id, limit=1000
+        )
+        parked = [f for f in parked if f.aggregate_id not in dict(results)]
+        if not parked:
+            break
+        for failure in parked:
+            read = _history_after_lock(store, failure.aggregate_id, from_start=False)
+            results.append(
+                (failure.aggregate_id, applier.apply([], retry=[failure.aggregate_id], extra=read))
+            )
+    if aggregate_id is not None and not results:
         raise ProjectionError(
             f"aggregate {aggregate_id!r} is not parked in projection {projection.name!r}; "
             f"`eventstore projections parked {projection.name}` lists those that are"
         )
-    results: list[tuple[str, BatchResult]] = []
-    for failure in parked:
-        checkpoint = store.projection_checkpoint(projection.name, failure.aggregate_id)
-        events = list(store.get_events_by_aggregate(failure.aggregate_id, checkpoint + 1))
-        results.append((failure.aggregate_id, applier.apply(events, retry=[failure.aggregate_id])))
     return results

@@ -23,6 +23,8 @@ from eventstore.events import Event
 
 log = logging.getLogger(__name__)
 
+STALLED_REBUILD = 120.0
+"""Seconds without progress after which a rebuild another process started counts as dead."""
 HANDOFF_MARGIN = timedelta(minutes=5)
 """How far before the first catch-up a Kafka source starts partitions it has no offsets for
 (clock differences between the database, the relay and the broker; see `mark_handoff`)."""
@@ -96,6 +98,7 @@ class ProjectionRunner:
     batch_size: int = 500
     observer: RunnerObserver = field(default_factory=_Silent)
     progress: ProgressFactory = _no_progress
+    handoff_margin: timedelta = HANDOFF_MARGIN
     appliers: dict[str, Applier] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -143,6 +146,10 @@ class ProjectionRunner:
                 # it finish rather than fence it in turn.
                 log.info("projection %s: another process is rebuilding it; waiting", name)
                 self._wait_for_version(projection, stop)
+            except ProjectionError:
+                if stop is not None and stop.is_set():
+                    return  # stopped mid-rebuild: the next start rebuilds again
+                raise
             record = store.projection_record(name) or record
         if record.handoff_at is None:
             started = datetime.now(UTC)
@@ -156,17 +163,24 @@ class ProjectionRunner:
                 )
             if stop is not None and stop.is_set():
                 return
-            self._mark_handoff(name, started)
+            self._mark_handoff(name, started, reached.unread_since)
             log.info("projection %s: caught up (%d events)", name, reached.events)
 
     def _wait_for_version(self, projection: Projection, stop: threading.Event | None) -> None:
+        """Wait for another process's rebuild to switch; take over (rebuild ourselves) when
+        it stopped making progress for `STALLED_REBUILD` seconds (its process died)."""
         waiting = stop or threading.Event()
+        seen: tuple[int | None, int] | None = None
+        since = time.monotonic()
         while not waiting.is_set():
             record = self.store.projection_record(projection.name)
             if record is None or record.active_version >= projection.version:
                 return
-            if record.building_generation is None:  # that rebuild failed: ours again
-                self._prepare(projection, stop)
+            progress = (record.building_generation, record.building_position)
+            if progress != seen:
+                seen, since = progress, time.monotonic()
+            if record.building_generation is None or time.monotonic() - since > STALLED_REBUILD:
+                self._prepare(projection, stop)  # that rebuild failed or died: ours again
                 return
             waiting.wait(1.0)
 
@@ -176,26 +190,26 @@ class ProjectionRunner:
         observer's rebuild-progress gauge."""
         with self.progress(name, what) as shown:
 
-            def report(events: int, position: int, head: int) -> None:
+            def report(events: int, done: int, total: int) -> None:
                 if shown is not None:
-                    shown(events, position, head)
-                self.observer.rebuild_progress(name, position / head if head else 1.0)
+                    shown(events, done, total)
+                self.observer.rebuild_progress(name, done / total if total else 1.0)
 
             yield report
         self.observer.rebuild_progress(name, 1.0)
 
-    def _mark_handoff(self, name: str, started: datetime) -> None:
+    def _mark_handoff(self, name: str, started: datetime, unread_since: datetime | None) -> None:
         """Record where a Kafka source starts partitions the group has no offsets for.
 
-        The catch-up read every event below the log's horizon at its end. An event at or
-        above it committed (and was published) later than the oldest event still unreadable
-        was recorded, so the hand-over time is that moment, less a margin for clocks: the
-        catch-up's start, moved back by how stale readers were (`lag_seconds`), minus
-        `HANDOFF_MARGIN`. Kafka records at or after it include every event the catch-up
-        could not read; those before it are either read already or re-read and skipped.
+        The catch-up read every event below the log's horizon; each event it left behind the
+        horizon was recorded no earlier than `unread_since` (see `catch_up`), and reached
+        Kafka after it committed, so after that. The hand-over time is therefore the earlier
+        of the catch-up's start and `unread_since`, less `handoff_margin` for clocks (the
+        database's, the relay's and the broker's). Kafka records at or after it include every
+        event the catch-up could not read; those before it were read, and are skipped by
+        their versions if they come again.
         """
-        lag = self.store.log_horizon().lag_seconds
-        at = started - timedelta(seconds=lag) - HANDOFF_MARGIN
+        at = min(started, unread_since or started) - self.handoff_margin
         with self.store.projection_transaction(name) as tx:
             tx.mark_handoff(at)
 
@@ -318,13 +332,21 @@ def _read(store: ProjectionStore, after: int, limit: int, stop: threading.Event)
     return page or []
 
 
+_LAG_COUNT_CAP = 1000
+
+
 def _report_tail_lag(runner: ProjectionRunner, positions: dict[str, tuple[int, int]]) -> None:
-    try:
-        head = runner.store.log_horizon().head
-    except EventStoreError:
-        return
+    """Events readable but not applied yet, per projection (counted up to 1,000: positions
+    are not dense on PostgreSQL, so a difference of positions is no count)."""
     for name, (_, position) in positions.items():
-        runner.observer.lag(name, "log", max(0, head - position), None)
+        try:
+            behind = runner.store.read_all(position, _LAG_COUNT_CAP)
+        except EventStoreError:
+            return
+        age = None
+        if behind and behind[0].recorded_at is not None:
+            age = max(0.0, (datetime.now(UTC) - behind[0].recorded_at).total_seconds())
+        runner.observer.lag(name, "log", len(behind), age)
 
 
 class Projector:

@@ -10,12 +10,17 @@ from __future__ import annotations
 from typing import Any
 
 from eventstore.consumers import Documents, Projection
-from eventstore.errors import ProjectionError
 from eventstore.events import Event
 
-player_positions = Projection("player-positions", aggregate_types=["Player"])
+
+def _own_document(aggregate_id: str, documents: Documents) -> None:
+    """Undo one aggregate's effects: its document is keyed by its id (`--aggregate` rebuilds)."""
+    documents.delete(aggregate_id)
+
+
+player_positions = Projection("player-positions", aggregate_types=["Player"], reset=_own_document)
 zone_population = Projection("zone-population", aggregate_types=["Player"])
-item_locations = Projection("item-locations", aggregate_types=["Item"])
+item_locations = Projection("item-locations", aggregate_types=["Item"], reset=_own_document)
 
 
 def _world(event: Event) -> str:
@@ -70,16 +75,6 @@ def _arrive(event: Event, documents: Documents) -> None:
 def _travel(event: Event, documents: Documents) -> None:
     _count(documents, _world(event), event.payload["from_zone"], -1)
     _count(documents, _world(event), event.payload["to_zone"], +1)
-
-
-def _no_single_reset(aggregate_id: str, documents: Documents) -> None:
-    raise ProjectionError(
-        "zone-population counts players of many aggregates per document: one aggregate "
-        "cannot be rebuilt alone; rebuild the whole projection"
-    )
-
-
-zone_population.reset = _no_single_reset
 
 
 @item_locations.on("ItemSpawned")

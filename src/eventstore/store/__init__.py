@@ -6,7 +6,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from eventstore.errors import ConfigurationError
-from eventstore.store._checks import as_batch
+from eventstore.store._checks import as_batch, check_find_value
 from eventstore.store._checks import check_batch as validate_batch
 from eventstore.store._protocol import (
     MAX_READ_LIMIT,
@@ -48,6 +48,7 @@ __all__ = [
     "ReadModelTransaction",
     "ReadModels",
     "as_batch",
+    "check_find_value",
     "open_store",
     "sqlite_path",
     "validate_batch",

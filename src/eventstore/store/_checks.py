@@ -105,3 +105,15 @@ def check_shard(shard: int, shards: int) -> None:
             f"shard must be in 0..shards-1 and shards in 1..{OUTBOX_BUCKETS}, "
             f"not shard {shard} of {shards}"
         )
+
+
+def check_find_value(field: object, value: object, where: str = "") -> None:
+    """A find by field compares one top-level field with a scalar, the same way on every
+    backend (PostgreSQL's containment would match lists and objects partly)."""
+    if not isinstance(field, str) or not field:
+        raise InvalidQueryError(f"{where}find() needs a field name, not {field!r}")
+    if value is not None and not isinstance(value, str | int | float | bool):
+        raise InvalidQueryError(
+            f"{where}find() compares {field!r} with a string, number, bool or None, "
+            f"not {type(value).__name__}"
+        )

@@ -25,7 +25,7 @@ from psycopg import sql
 
 from eventstore.errors import EventStoreError, FencedError, ProjectionError
 from eventstore.events import encode_json
-from eventstore.store._checks import check_limit, check_text
+from eventstore.store._checks import check_find_value, check_limit, check_text
 from eventstore.store._pg_lease import notify_channel
 from eventstore.store._protocol import (
     ProjectionCounts,
@@ -444,6 +444,7 @@ class PostgresReadModels:
     def find_documents(
         self, projection: str, field: str, value: Any, limit: int = 100
     ) -> list[tuple[str, Any]]:
+        check_find_value(field, value)
         with self._connection() as conn:
             rows = conn.execute(
                 "SELECT key, doc FROM projection_documents WHERE projection = %(p)s "

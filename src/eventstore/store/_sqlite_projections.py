@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from eventstore.errors import EventStoreError, FencedError, ProjectionError
-from eventstore.store._checks import check_limit, check_text
+from eventstore.store._checks import check_find_value, check_limit, check_text
 from eventstore.store._protocol import (
     ProjectionCounts,
     ProjectionFailure,
@@ -444,6 +444,7 @@ class SqliteReadModels:
     def find_documents(
         self, projection: str, field: str, value: Any, limit: int = 100
     ) -> list[tuple[str, Any]]:
+        check_find_value(field, value)
         path, kind, compared = _probe(field, value)
         with self._locked() as conn:
             rows = conn.execute(

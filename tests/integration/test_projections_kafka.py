@@ -24,7 +24,7 @@ from eventstore.producer import KafkaPublisher
 from tests.conftest import unique_name
 from tests.contract.test_projections import Observed, Running, counting, game, model, reference
 from tests.helpers import event, wait_for
-from tests.kafka_helpers import RelayThread, kcat
+from tests.kafka_helpers import RelayThread, free_port, kcat, scrape
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -185,6 +185,7 @@ def test_sigterm_finishes_the_batch_leaves_the_group_and_exits_zero(
         "EVENTSTORE_TOPIC_PREFIX": prefix,
         "PYTHONPATH": str(ROOT),
     }
+    port = free_port()
     with RelayThread(pg_store, kafka_bootstrap, prefix):
         process = subprocess.Popen(
             [
@@ -195,6 +196,8 @@ def test_sigterm_finishes_the_batch_leaves_the_group_and_exits_zero(
                 "tests.integration.projection_defs:PROJECTIONS",
                 "--log-level",
                 "WARNING",
+                "--metrics-port",
+                str(port),
             ],
             env=env,
             stdout=subprocess.PIPE,
@@ -219,6 +222,10 @@ def test_sigterm_finishes_the_batch_leaves_the_group_and_exits_zero(
                 ),
                 "live events",
             )
+            # The live events (versions 6 and 7 of 10 players) are counted by the metrics.
+            applied = 'eventstore_projection_events_applied_total{projection="applied"}'
+            wait_for(lambda: _sample(scrape(port), applied) >= 20, "the applied-events metric")
+            assert 'eventstore_projection_lag_events{partition="' in scrape(port)
         finally:
             process.send_signal(signal.SIGTERM)
             _, err = process.communicate(timeout=60)
@@ -235,3 +242,11 @@ def test_sigterm_finishes_the_batch_leaves_the_group_and_exits_zero(
     (entry,) = json.loads(status.stdout)
     assert entry["lag_events"] == 0 and entry["parked"] == 0
     assert entry["partitions"] and set(entry["partitions"].values()) == {0}
+
+
+def _sample(metrics: str, name: str) -> float:
+    """The value of one sample in Prometheus text (0 when absent)."""
+    for line in metrics.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0

@@ -185,6 +185,12 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         return taken
 
 
+def _committed(offsets: Any, response: Any) -> None:
+    """An asynchronous commit's outcome (kafka-python passes the exception on failure)."""
+    if isinstance(response, Exception):
+        log.info("offsets not committed (%s); records may be read again", response)
+
+
 class _Topics:
     """The topics a projection's consumer subscribes to, by name: its aggregate types' topics,
     or (a projection of every aggregate type) the event topics that exist, looked up again
@@ -317,13 +323,16 @@ class KafkaSource:
     def _run_one(
         self, runner: ProjectionRunner, projection: Projection, stop: threading.Event
     ) -> None:
-        consumer = self.consumer(projection)
+        consumer = self._connect(projection, stop)
+        if consumer is None:
+            return
         listener = _Rebalance()
         topics = _Topics(self, projection, consumer, listener)
         record = runner.store.projection_record(projection.name)
         handoff = record.handoff_at if record is not None else None
         upcasters = runner.store.upcasters
         last_lag = 0.0
+        done: dict[TopicPartition, int] = {}
         try:
             pause = BACKOFF_FIRST
             while not stop.is_set():
@@ -377,14 +386,35 @@ class KafkaSource:
                     if result is None:
                         break  # stopped while retrying: nothing committed, redelivered later
                     self._commit(consumer, offsets)
+                    done.update(offsets)
                 if time.monotonic() - last_lag > 2.0:
                     last_lag = time.monotonic()
                     self._report_lag(runner, projection, consumer)
         finally:
+            if done and stop.is_set():
+                self._commit(consumer, done, wait=True)  # SIGTERM: commit, then leave
             try:
                 consumer.close(autocommit=False)
             except Exception:
                 log.debug("closing the consumer of %s", projection.name, exc_info=True)
+
+    def _connect(self, projection: Projection, stop: threading.Event) -> KafkaConsumer | None:
+        """The projection's consumer, once the broker answers (None if stopped first)."""
+        pause = BACKOFF_FIRST
+        while not stop.is_set():
+            try:
+                return self.consumer(projection)
+            except KafkaError as error:
+                log.warning(
+                    "projection %s: cannot reach Kafka at %s (%s); retrying in %.1f s",
+                    projection.name,
+                    self.bootstrap_servers,
+                    error,
+                    pause,
+                )
+                stop.wait(pause)
+                pause = min(pause * 2, BACKOFF_MAX)
+        return None
 
     def _poll(
         self,
@@ -428,7 +458,13 @@ class KafkaSource:
         return start
 
     @staticmethod
-    def _commit(consumer: KafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+    def _commit(
+        consumer: KafkaConsumer, offsets: dict[TopicPartition, int], *, wait: bool = False
+    ) -> None:
+        """Commit what the last batch applied (its transaction has committed), for the
+        partitions still assigned. Without waiting for the broker, except on the way out:
+        offsets are hints, so a commit lost in a crash only makes records come again (and
+        skipped by their versions), while waiting for each one cost a round trip per batch."""
         assigned = consumer.assignment()
         mine = {
             tp: OffsetAndMetadata(offset + 1, "", -1)
@@ -438,9 +474,11 @@ class KafkaSource:
         if not mine:
             return
         try:
-            consumer.commit(mine)
+            if wait:
+                consumer.commit(mine)
+            else:
+                consumer.commit_async(mine, callback=_committed)
         except KafkaError as error:
-            # Safe to lose: the records are redelivered and skipped by their versions.
             log.warning("offsets not committed (%s); records may be read again", error)
 
     @staticmethod

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -66,38 +67,48 @@ def catch_up(
     first: int | None = None
     measured: LogHorizon | None = None
     measured_at = datetime.now(UTC)
-    while stop is None or not stop.is_set():
-        reached = result.position
-        page = retrying(
-            partial(store.read_all, reached, batch_size), stop, what=f"{name}: reading the log"
-        )
-        if page is None:
-            break
-        if not page:
-            if measured is not None:
-                if measured.events_behind:
-                    result.unread_since = measured_at - timedelta(seconds=measured.lag_seconds)
-                break
-            measured_at = datetime.now(UTC)
-            measured = retrying(store.log_horizon, stop, what=f"{name}: reading the horizon")
-            continue
-        measured = None
-        position = page[-1].position or result.position
-        done = retrying(
-            partial(applier.apply, page, generation=generation, position=position),
+
+    def read(after_position: int) -> list[Event] | None:
+        return retrying(
+            partial(store.read_all, after_position, batch_size),
             stop,
-            what=f"projection {name}",
+            what=f"{name}: reading the log",
         )
-        if done is None:
-            break
-        _count(result, done, len(page))
-        result.position = position
-        if first is None:
-            first = (page[0].position or position) - 1
-        if position > head:
-            head = _head(store, stop, name)
-        if progress is not None:
-            progress(result.events, position - first, max(head, position) - first)
+
+    # The next page is read while this one is applied (one page ahead, in a thread).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"catch-up-{name}") as reader:
+        pending = reader.submit(read, result.position)
+        while stop is None or not stop.is_set():
+            page = pending.result()
+            if page is None:
+                break
+            if not page:
+                if measured is not None:
+                    if measured.events_behind:
+                        result.unread_since = measured_at - timedelta(seconds=measured.lag_seconds)
+                    break
+                measured_at = datetime.now(UTC)
+                measured = retrying(store.log_horizon, stop, what=f"{name}: reading the horizon")
+                pending = reader.submit(read, result.position)
+                continue
+            measured = None
+            position = page[-1].position or result.position
+            pending = reader.submit(read, position)
+            done = retrying(
+                partial(applier.apply, page, generation=generation, position=position),
+                stop,
+                what=f"projection {name}",
+            )
+            if done is None:
+                break
+            _count(result, done, len(page))
+            result.position = position
+            if first is None:
+                first = (page[0].position or position) - 1
+            if position > head:
+                head = _head(store, stop, name)
+            if progress is not None:
+                progress(result.events, position - first, max(head, position) - first)
     return result
 
 

@@ -9,7 +9,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint check services services-stop bench bench-publish clean
+.PHONY: demo test lint check services services-stop bench bench-publish bench-project clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ bench: $(BIN)/.bench-installed services
 bench-publish: $(BIN)/.installed services
 	eval "$$(scripts/services.sh env)" && $(BIN)/python bench/publish.py \
 		--database-url "$$EVENTSTORE_TEST_DATABASE_URL" --kafka "$$EVENTSTORE_TEST_KAFKA_BOOTSTRAP"
+
+bench-project: $(BIN)/.installed services
+	eval "$$(scripts/services.sh env)" && $(BIN)/python bench/project.py \
+		--database-url "$$EVENTSTORE_TEST_DATABASE_URL" \
+		--kafka-bootstrap "$$EVENTSTORE_TEST_KAFKA_BOOTSTRAP" $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

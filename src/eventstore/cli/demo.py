@@ -86,7 +86,7 @@ def demo(
         f"Explore it: [cyan]eventstore events --aggregate {world.players[0].id}[/], "
         f"[cyan]eventstore events --type ItemPickedUp --limit 10[/], [cyan]eventstore tail[/], "
         "[cyan]eventstore projections status[/], "
-        f"[cyan]eventstore projections show zone-population --find world='\"{world.world_id}\"'[/]"
+        f"[cyan]eventstore projections show zone-population --find world={world.world_id}[/]"
     )
 
 

@@ -119,5 +119,9 @@ def test_the_demo_runs_with_no_configuration(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "rebuilt from their events" in result.stdout
     assert "PlayerJoined" in result.stdout
+    # Its projections were built from the global log and checked against the events.
+    checked = "40 player positions, 6 zone populations and 15 item locations equal"
+    assert checked in " ".join(result.stdout.split())
     second = run(tmp_path, "demo", "--players", "5", "--ticks", "2")
     assert second.returncode == 0, second.stderr
+    assert "5 player positions" in second.stdout  # a second world, on the same read models

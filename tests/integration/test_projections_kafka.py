@@ -123,7 +123,9 @@ def test_resent_records_change_nothing_and_missing_ones_are_filled_from_the_stor
     wait_for(lambda: model(pg_store) == reference(history), "the model")
     running.stop()
     assert observed.applied == len(history)
-    assert observed.duplicates == len(on_topic)
+    # Every re-sent record skipped; a redelivery (offsets are committed without waiting, and
+    # a rebalance can come first) only adds more skipped ones.
+    assert observed.duplicates >= len(on_topic)
 
 
 def test_a_new_projection_misses_nothing_while_a_transaction_holds_the_horizon(

@@ -453,8 +453,12 @@ class KafkaSource:
         for tp in new:
             hit = found.get(tp)
             offset = hit.offset if hit is not None else ends[tp]
-            consumer.seek(tp, offset)
             start[tp] = offset
+            # Forward only: the poll that brought the assignment may already have fetched
+            # records of the partition (from its earliest offset); those at or past the
+            # hand-off are applied now, and seeking back to it would deliver them again.
+            if offset > consumer.position(tp):
+                consumer.seek(tp, offset)
         return start
 
     @staticmethod

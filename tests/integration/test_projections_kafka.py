@@ -216,6 +216,14 @@ def test_sigterm_finishes_the_batch_leaves_the_group_and_exits_zero(
                 )
 
             wait_for(complete, "the projection process to apply everything", timeout=90)
+
+            def handed_off() -> bool:
+                record = pg_store.projection_record("applied")
+                return record is not None and record.handoff_at is not None
+
+            # Appended after the catch-up ended, the next events come through Kafka (and
+            # are counted by the runner's metrics, which count the live source's batches).
+            wait_for(handed_off, "the catch-up to hand over to Kafka")
             more = game(10, 2, start=6)
             pg_store.append_events(more)
             wait_for(

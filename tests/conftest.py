@@ -103,6 +103,16 @@ def pg_bindir() -> str:
     return str(found[-1].parent)
 
 
+@pytest.fixture(scope="session")
+def services_control() -> str:
+    """scripts/services.sh, which stops and starts the shared broker and database (the fault
+    tests use it; `scripts/services.sh env` exports it)."""
+    script = os.environ.get("EVENTSTORE_TEST_KAFKA_CONTROL")
+    if not script:
+        _unavailable("control of the services (EVENTSTORE_TEST_KAFKA_CONTROL unset)")
+    return script
+
+
 def unique_name(prefix: str) -> str:
     """A name no other test uses (schemas, topics, consumer groups)."""
     return f"{prefix}_{uuid.uuid4().hex[:12]}"

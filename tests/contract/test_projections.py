@@ -369,10 +369,20 @@ def test_a_parked_aggregate_waits_in_order_while_others_flow_and_retry_completes
         assert letters[0][1]["error_type"] == "RuntimeError"
         assert letters[0][1]["projection"] == "counts"
         assert letters[0][1]["event_id"] == held[0].id
-    # The handler is fixed; a retry applies the waiting events from the store, in order.
+    # The handler is fixed, but until a retry the aggregate keeps waiting: a later event
+    # of it is held too, not applied (nor the parked one re-tried behind the operator's back).
     controls["fail"] = set()
+    later = event("p-2", 10, zone="z1")
+    store.append_events([later])
+    wait_for(
+        lambda: [f.held_version for f in store.projection_failures("counts")] == [10],
+        "version 10 held behind the parked one",
+    )
+    assert store.projection_checkpoint("counts", "p-2") == 4
+    # A retry applies the waiting events from the store, in order.
     results = retry_parked(store, projection, Applier(store, projection))
-    assert [(a, r.applied, r.parked) for a, r in results] == [("p-2", len(held), [])]
+    assert [(a, r.applied, r.parked) for a, r in results] == [("p-2", len(held) + 1, [])]
+    history.append(later)
     settled(store, reference(history))
     assert store.projection_failures("counts") == []
     running.stop()
@@ -513,6 +523,11 @@ def test_a_handler_failure_leaves_none_of_its_writes(
     assert result.held == 1
     assert store.get_document("counts", "poisoned-write") is None
     assert model(store) == reference([history[0], history[3]])
+    # Even once the handler works, a re-send of the parked event waits for a retry.
+    controls["fail"] = set()
+    again = applier.apply([history[1]])
+    assert (again.applied, again.duplicates) == (0, 1)
+    assert store.projection_checkpoint("counts", "p-1") == 1
 
 
 def test_a_document_that_is_not_json_parks_with_a_clear_message(store: EventStore) -> None:

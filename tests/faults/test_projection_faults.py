@@ -16,7 +16,6 @@ tests running at the same moment see the outage too. The database test is the la
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -30,7 +29,7 @@ import pytest
 from eventstore import EventStore
 from eventstore.consumers import ProjectionRunner, StoreTailSource
 from eventstore.store import ProjectionFailure
-from tests.conftest import _unavailable, unique_name
+from tests.conftest import unique_name
 from tests.contract.test_store_contract import all_events
 from tests.faults.counting import NAME, PROJECTIONS
 from tests.faults.harness import (
@@ -65,15 +64,6 @@ def backend() -> str:
 @pytest.fixture
 def prefix() -> str:
     return unique_name("f")
-
-
-@pytest.fixture
-def services_script() -> str:
-    """scripts/services.sh, which stops and starts the shared broker and database."""
-    script = os.environ.get("EVENTSTORE_TEST_KAFKA_CONTROL")
-    if not script:
-        _unavailable("control of the services (EVENTSTORE_TEST_KAFKA_CONTROL unset)")
-    return script
 
 
 @pytest.fixture
@@ -273,7 +263,7 @@ def test_runners_started_together_on_a_backlog_all_catch_up_and_keep_running(
 
 @pytest.mark.timeout(600)
 def test_each_event_once_across_a_broker_outage(
-    store: EventStore, kafka_bootstrap: str, prefix: str, services_script: str, launch: Launch
+    store: EventStore, kafka_bootstrap: str, prefix: str, services_control: str, launch: Launch
 ) -> None:
     """The broker is stopped for longer than the session timeout while a runner consumes and
     events are appended (the relay keeps them in the outbox), then started again: the runner
@@ -285,7 +275,7 @@ def test_each_event_once_across_a_broker_outage(
     runner = launch(1)
     try:
         wait_until(lambda: runner.alive() and runner.batches > 2, "live batches", timeout=120)
-        subprocess.run([services_script, "stop-kafka"], check=True, timeout=120)
+        subprocess.run([services_control, "stop-kafka"], check=True, timeout=120)
         try:
             down_at, appended = time.monotonic(), writer.appended
             wait_until(
@@ -298,7 +288,7 @@ def test_each_event_once_across_a_broker_outage(
                 timeout=120,
             )
         finally:
-            subprocess.run([services_script, "start-kafka"], check=True, timeout=180)
+            subprocess.run([services_control, "start-kafka"], check=True, timeout=180)
         resumed = runner.batches
         wait_until(
             lambda: runner.alive() and runner.batches > resumed + 2,
@@ -338,7 +328,7 @@ def test_each_event_once_across_a_postgres_restart(
     postgres_url: str,
     kafka_bootstrap: str,
     prefix: str,
-    services_script: str,
+    services_control: str,
     launch: Launch,
 ) -> None:
     """The database is restarted (a fast shutdown cuts every session) while the runner is
@@ -358,7 +348,7 @@ def test_each_event_once_across_a_postgres_restart(
                 timeout=60,
                 interval=0.001,
             )
-        restart_postgres(services_script)
+        restart_postgres(services_control)
         resumed = runner.batches
         wait_until(
             lambda: runner.alive() and runner.batches > resumed + 2,

@@ -27,7 +27,7 @@ from eventstore import (
     open_store,
 )
 from eventstore.producer import EventProducer
-from tests.conftest import StoreFactory, _unavailable, drop_schema, unique_name
+from tests.conftest import StoreFactory, drop_schema, unique_name
 from tests.contract.test_store_contract import all_events
 from tests.helpers import event, wait_for
 from tests.kafka_helpers import (
@@ -50,15 +50,6 @@ def backend() -> str:
 @pytest.fixture
 def prefix() -> str:
     return unique_name("t")
-
-
-@pytest.fixture
-def kafka_control() -> str:
-    """The command that stops and starts the broker (scripts/services.sh)."""
-    control = os.environ.get("EVENTSTORE_TEST_KAFKA_CONTROL")
-    if not control:
-        _unavailable("control of the Kafka broker (EVENTSTORE_TEST_KAFKA_CONTROL unset)")
-    return control
 
 
 def player_topic(prefix: str) -> str:
@@ -263,21 +254,21 @@ def test_a_relay_killed_mid_stream_loses_nothing(
 
 
 def test_a_broker_outage_of_20_seconds_delays_but_loses_nothing(
-    store: EventStore, kafka_bootstrap: str, prefix: str, kafka_control: str
+    store: EventStore, kafka_bootstrap: str, prefix: str, services_control: str
 ) -> None:
     with RelayThread(store, kafka_bootstrap, prefix, batch_size=200) as relay:
         with Writer(store, aggregates=10, per_aggregate=120, threads=2, pause=0.02) as writer:
             wait_for(
                 lambda: relay.metric("eventstore_relay_published_events_total") > 0, "a first batch"
             )
-            subprocess.run([kafka_control, "stop-kafka"], check=True, timeout=60)
+            subprocess.run([services_control, "stop-kafka"], check=True, timeout=60)
             try:
                 during = writer.published
                 time.sleep(20)
                 assert writer.published > during + 100, "appends must go on while Kafka is down"
                 assert store.outbox_status().depth > 0
             finally:
-                subprocess.run([kafka_control, "start-kafka"], check=True, timeout=120)
+                subprocess.run([services_control, "start-kafka"], check=True, timeout=120)
         wait_until_drained(store, timeout=180)
         assert relay.metric("eventstore_relay_publish_errors_total") > 0, "the outage was felt"
     stored = all_events(store)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from eventstore.consumers import StoreTail
 from eventstore.errors import (
+    AggregateNotFoundError,
     ConcurrencyError,
     ConfigurationError,
     DuplicateEventError,
@@ -19,6 +20,9 @@ from eventstore.errors import (
     MigrationError,
     OutcomeUnknownError,
     PublishError,
+    ReplayError,
+    RequestError,
+    RequestTimeoutError,
     StoreBusyError,
     StoreUnavailableError,
     UpcastError,
@@ -35,8 +39,13 @@ from eventstore.versioning import PayloadSchemas, Upcasters
 
 if TYPE_CHECKING:
     from eventstore.producer import KafkaPublisher
+    from eventstore.replay import Reducer, ReplayClient, Replayer, ReplayResult, ReplayWorker
+
+# Loaded on first use, so that `import eventstore` stays light.
+_REPLAY = ("Reducer", "ReplayClient", "Replayer", "ReplayResult", "ReplayWorker")
 
 __all__ = [
+    "AggregateNotFoundError",
     "AggregateStore",
     "Change",
     "Command",
@@ -58,7 +67,15 @@ __all__ = [
     "OutcomeUnknownError",
     "PayloadSchemas",
     "PublishError",
+    "Reducer",
     "RelaySettings",
+    "ReplayClient",
+    "ReplayError",
+    "ReplayResult",
+    "ReplayWorker",
+    "Replayer",
+    "RequestError",
+    "RequestTimeoutError",
     "StoreBusyError",
     "StoreTail",
     "StoreUnavailableError",
@@ -75,6 +92,12 @@ def __getattr__(name: str) -> Any:
 
         globals()[name] = KafkaPublisher
         return KafkaPublisher
+    if name in _REPLAY:
+        from eventstore import replay
+
+        value = getattr(replay, name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

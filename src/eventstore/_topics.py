@@ -59,3 +59,18 @@ def dlq_topic(prefix: str, projection: str) -> str:
 def events_topic_pattern(prefix: str) -> str:
     """A regular expression matching every event topic under `prefix`."""
     return "^" + re.escape(check_prefix(prefix)) + r"\.events\..+"
+
+
+def control_topic(prefix: str) -> str:
+    """Where control requests (replay, rebuild, ping) are sent: `<prefix>.control`."""
+    return f"{check_prefix(prefix)}.control"
+
+
+def results_topic(prefix: str) -> str:
+    """Where the replay worker answers, keyed by request id: `<prefix>.replay.results`."""
+    return f"{check_prefix(prefix)}.replay.results"
+
+
+def control_dlq_topic(prefix: str) -> str:
+    """Where control records without a readable request id go: `<prefix>.dlq.control`."""
+    return dlq_topic(prefix, "control")

@@ -153,3 +153,29 @@ class HandlerError(ProjectionError):
 class FencedError(ProjectionError):
     """A runner or a rebuild wrote to a generation of a read model that is no longer the one
     it may write (a newer rebuild started, or the generation was switched or dropped)."""
+
+
+class ReplayError(EventStoreError):
+    """Replaying an aggregate failed: no reducer for its type, a reducer that raised or
+    returned state that is not JSON, or a target it does not reach."""
+
+
+class AggregateNotFoundError(ReplayError, LookupError):
+    """No event of this aggregate is stored."""
+
+
+class RequestError(EventStoreError):
+    """A control request was answered with an error; `code` says which (see the replay
+    worker's reply codes), the message what to do."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class RequestTimeoutError(RequestError, TimeoutError):
+    """No reply in time (no worker running, or all busy), or the worker could not reach the
+    store (`unavailable`): sending the request again may succeed."""
+
+    retriable = True

@@ -7,7 +7,9 @@ the stored rows stay as they were written (events are immutable).
 
 from __future__ import annotations
 
+import hashlib
 import json
+import types
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -55,6 +57,19 @@ class Upcasters:
 
         return decorate
 
+    def fingerprint(self) -> str:
+        """A digest of what these upcasters do: the steps registered and the code of each.
+
+        Snapshots of replayed state are stored with it: state folded from events upcast by
+        other upcasters (a step added, or one whose code changed) no longer matches, and is
+        rebuilt from the events. A step that is not a plain function (a partial, a callable
+        object) counts by its name only.
+        """
+        digest = hashlib.sha256()
+        for (event_type, version), step in sorted(self._steps.items()):
+            digest.update(f"{event_type}\0{version}\0{_describe(step)}\n".encode())
+        return digest.hexdigest()[:32]
+
     def current_version(self, event_type: str) -> int:
         """The newest schema version of `event_type` (1 when it has no upcasters)."""
         return self._current.get(event_type, 1)
@@ -90,6 +105,25 @@ class Upcasters:
             version += 1
         # model_copy freezes the new payload like every event's (events are immutable).
         return event.model_copy(update={"payload": payload, "schema_version": version})
+
+
+def _describe(step: Callable[..., Any]) -> str:
+    """A step's name and, for a plain function, a digest of its code (stable across
+    processes: no addresses, no hash randomisation)."""
+    name = f"{getattr(step, '__module__', '')}.{getattr(step, '__qualname__', type(step).__name__)}"
+    code = getattr(step, "__code__", None)
+    return f"{name}:{_code_digest(code)}" if isinstance(code, types.CodeType) else name
+
+
+def _code_digest(code: types.CodeType) -> str:
+    digest = hashlib.sha256(code.co_code)
+    digest.update(repr(code.co_names).encode())
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            digest.update(_code_digest(const).encode())
+        else:
+            digest.update(repr(const).encode())
+    return digest.hexdigest()
 
 
 class PayloadSchemas:

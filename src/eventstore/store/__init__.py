@@ -10,7 +10,10 @@ from eventstore.store._checks import as_batch, check_find_value
 from eventstore.store._checks import check_batch as validate_batch
 from eventstore.store._protocol import (
     MAX_READ_LIMIT,
+    AggregateReads,
+    AggregateRef,
     AggregateStore,
+    ControlRequests,
     EventLog,
     EventStore,
     HorizonHolder,
@@ -24,6 +27,8 @@ from eventstore.store._protocol import (
     ProjectionRecord,
     ReadModels,
     ReadModelTransaction,
+    Snapshot,
+    Snapshots,
 )
 from eventstore.versioning import Upcasters
 
@@ -33,7 +38,10 @@ DEFAULT_SQLITE_PATH = "eventstore.db"
 __all__ = [
     "DEFAULT_SQLITE_PATH",
     "MAX_READ_LIMIT",
+    "AggregateReads",
+    "AggregateRef",
     "AggregateStore",
+    "ControlRequests",
     "EventLog",
     "EventStore",
     "HorizonHolder",
@@ -47,6 +55,8 @@ __all__ = [
     "ProjectionRecord",
     "ReadModelTransaction",
     "ReadModels",
+    "Snapshot",
+    "Snapshots",
     "as_batch",
     "check_find_value",
     "open_store",

@@ -8,7 +8,7 @@ from datetime import datetime
 from eventstore.errors import EventValidationError, InvalidQueryError
 from eventstore.events import Event
 from eventstore.store._outbox import OUTBOX_BUCKETS
-from eventstore.store._protocol import MAX_READ_LIMIT
+from eventstore.store._protocol import MAX_READ_LIMIT, AggregateRef
 
 MAX_BATCH_SIZE = 10_000
 """Largest number of events in one `append_events` call."""
@@ -117,3 +117,14 @@ def check_find_value(field: object, value: object, where: str = "") -> None:
             f"{where}find() compares {field!r} with a string, number, bool or None, "
             f"not {type(value).__name__}"
         )
+
+
+def check_after(aggregate_type: str, after: AggregateRef | None) -> str:
+    """A page of one type's aggregates continues after an aggregate of that type."""
+    check_text(aggregate_type, "aggregate_type")
+    if after is not None and after.aggregate_type != aggregate_type:
+        raise InvalidQueryError(
+            f"after={after!r} is not of aggregate type {aggregate_type!r}: a page continues "
+            "after the last aggregate of the previous page"
+        )
+    return aggregate_type

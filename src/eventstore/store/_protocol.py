@@ -401,8 +401,127 @@ class ReadModels(Protocol):
         ...
 
 
+class AggregateRef(NamedTuple):
+    """An aggregate, as a key for paging through many of them."""
+
+    aggregate_type: str
+    aggregate_id: str
+
+
 @runtime_checkable
-class EventStore(AggregateStore, EventLog, Outbox, LogMonitor, ReadModels, Protocol):
+class AggregateReads(Protocol):
+    """Which aggregates exist, and many aggregates' events in one read (what rebuilding
+    aggregate state needs beyond one stream: the world as of a global position)."""
+
+    def list_aggregates(
+        self,
+        aggregate_type: str | None = None,
+        *,
+        after: AggregateRef | None = None,
+        max_position: int | None = None,
+        limit: int = 100,
+    ) -> list[AggregateRef]:
+        """At most `limit` aggregates (of one type, or of all) ordered by (type, id), after
+        `after` (a page), whose first event is at or below `max_position` when given."""
+        ...
+
+    def read_aggregates(
+        self,
+        after_versions: Mapping[str, int],
+        *,
+        max_version: int | None = None,
+        max_position: int | None = None,
+        limit: int = 1000,
+    ) -> list[Event]:
+        """At most `limit` events of these aggregates, ordered by (aggregate id, version):
+        each aggregate's versions above its `after_versions` value, up to `max_version` and
+        at or below `max_position` when given. With `max_position`, events the log's horizon
+        does not yet make final (see `read_all`) are left out too, so that the result never
+        changes once returned. Upcast, like every read."""
+        ...
+
+
+class Snapshot(NamedTuple):
+    """A cached state of an aggregate after `version` (replay's snapshots: never events).
+
+    `state` is the JSON text as its writer produced it; `digest` lets a reader tell a
+    damaged row from a good one (the store does not interpret either).
+    """
+
+    aggregate_id: str
+    aggregate_type: str
+    version: int
+    position: int
+    """Global position of the event at `version`."""
+    max_timestamp: datetime
+    """The latest game time among events 1..version (they need not be in time order)."""
+    reducer_version: int
+    fingerprint: str
+    """Of the upcasters that shaped the events the state was folded from."""
+    state: str
+    digest: str
+    created_at: datetime | None = None
+
+
+@runtime_checkable
+class Snapshots(Protocol):
+    """A cache of aggregate states. Deleting any of it changes no result, only speed."""
+
+    def load_snapshots(
+        self,
+        aggregate_ids: Collection[str],
+        *,
+        reducer_version: int,
+        fingerprint: str,
+        max_version: int | None = None,
+        max_position: int | None = None,
+        max_timestamp: datetime | None = None,
+    ) -> dict[str, Snapshot]:
+        """For each aggregate, its snapshot of the highest version made by this reducer
+        version and upcaster fingerprint, within the bounds given (others are not returned)."""
+        ...
+
+    def save_snapshots(self, snapshots: Sequence[Snapshot]) -> None:
+        """Store snapshots, replacing any of the same aggregate and version."""
+        ...
+
+    def delete_snapshots(
+        self, *, aggregate_id: str | None = None, aggregate_type: str | None = None
+    ) -> int:
+        """Remove snapshots (of one aggregate, of one type, or all); returns how many."""
+        ...
+
+    def snapshot_count(self, aggregate_id: str | None = None) -> int: ...
+
+
+@runtime_checkable
+class ControlRequests(Protocol):
+    """What control requests with lasting effects have been run: a request delivered twice
+    (Kafka delivers at least once) is answered again from here, not run again."""
+
+    def claim_request(self, request_id: str, kind: str) -> str | None:
+        """Record that `request_id` is being run; returns the stored reply (JSON text) when
+        it already finished, else None (claimed now, or claimed earlier by a run that never
+        finished: the caller runs it)."""
+        ...
+
+    def finish_request(self, request_id: str, reply: str) -> None:
+        """Store the reply of a claimed request."""
+        ...
+
+
+@runtime_checkable
+class EventStore(
+    AggregateStore,
+    EventLog,
+    Outbox,
+    LogMonitor,
+    ReadModels,
+    AggregateReads,
+    Snapshots,
+    ControlRequests,
+    Protocol,
+):
     """A complete store: all capabilities, plus schema management and closing."""
 
     def migrate(self) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from eventstore.events import Event
@@ -30,6 +30,11 @@ EVENT_COLUMNS = (
 
 
 Query = TypeVar("Query")
+
+
+def time_text(value: datetime) -> str:
+    """Fixed-width UTC text, so that SQLite's text order is time order."""
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def paged(

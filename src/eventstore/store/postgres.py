@@ -46,6 +46,7 @@ from eventstore.store._migrations import pending_migrations
 from eventstore.store._outbox import OUTBOX_BUCKETS, outbox_bucket
 from eventstore.store._pg_lease import PostgresOutboxLease, notify_channel
 from eventstore.store._pg_projections import PostgresReadModels
+from eventstore.store._pg_replay import PostgresReplay
 from eventstore.store._protocol import HorizonHolder, LogHorizon, OutboxStatus
 from eventstore.store._rows import EVENT_COLUMNS, event_from_row, paged
 from eventstore.versioning import Upcasters
@@ -141,6 +142,8 @@ _APP_ROLE_GRANTS = [
         "projection_documents, projection_failures, projection_positions, projection_stats "
         "TO {role}"
     ),
+    # Replay keeps snapshots, and the worker the requests it must not run twice.
+    sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON snapshots, control_requests TO {role}"),
 ]
 _OUTBOX_COLUMNS = sql.SQL(", ").join(sql.Identifier("e", name) for name in EVENT_COLUMNS)
 _OUTBOX_BATCH = sql.SQL(
@@ -270,7 +273,7 @@ def _follows(events: Sequence[Event]) -> list[dict[str, Any]]:
     ]
 
 
-class PostgresEventStore(PostgresReadModels, Closing):
+class PostgresEventStore(PostgresReadModels, PostgresReplay, Closing):
     """The event store on PostgreSQL (13 or newer), in its own schema of the database.
 
     Thread-safe: operations borrow connections from a pool. Create with `open_store(url)` or

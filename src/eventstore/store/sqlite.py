@@ -40,8 +40,10 @@ from eventstore.store._migrations import pending_migrations
 from eventstore.store._outbox import outbox_bucket
 from eventstore.store._protocol import LogHorizon, OutboxStatus
 from eventstore.store._rows import EVENT_COLUMNS, event_from_row, paged
+from eventstore.store._rows import time_text as _time_text
 from eventstore.store._sqlite_lease import SqliteOutboxLease
 from eventstore.store._sqlite_projections import SqliteReadModels
+from eventstore.store._sqlite_replay import SqliteReplay
 from eventstore.versioning import Upcasters
 
 _COLUMNS = ", ".join(EVENT_COLUMNS)
@@ -85,11 +87,6 @@ _INSERT_EVENT = (
 )
 
 
-def _time_text(value: datetime) -> str:
-    """Fixed-width UTC text, so that SQLite's text order is time order."""
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
-
-
 def _translate(error: sqlite3.Error, where: str) -> EventStoreError:
     """The one mapping from sqlite3 errors to ours."""
     text = str(error)
@@ -116,7 +113,7 @@ class _Rejected(Exception):
     """An append that does not follow the stored history; rolls its transaction back."""
 
 
-class SqliteEventStore(SqliteReadModels, Closing):
+class SqliteEventStore(SqliteReadModels, SqliteReplay, Closing):
     """The event store in one SQLite file (or `":memory:"`), same contract as PostgreSQL.
 
     Thread-safe: one connection guarded by a lock. Several processes may share the file;

@@ -1,0 +1,330 @@
+"""The control topics on Kafka: creating them, and the worker's consume-answer-commit loop.
+
+Delivery contract (the worker's side):
+- Workers share `<prefix>.control` in one consumer group (`<prefix>.replay-worker`), so each
+  request goes to one of them, and several workers share the load.
+- A request's offset is committed only after its reply was acknowledged by the broker
+  (acks=all). A worker that dies before that leaves the request uncommitted: the group hands
+  its partition to another worker, which answers it. So a reply may come twice, never zero
+  times; clients match replies by request id, and a rebuild is answered from its record in
+  the store the second time, not run again.
+- A record that is not a valid request is answered with an error reply; one with no readable
+  request id goes to `<prefix>.dlq.control` (headers say what was wrong). Neither stops the
+  worker.
+- SIGTERM (`stop`) lets the request in hand finish, reply and commit, then leaves the group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import (
+    CommitFailedError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    TopicAlreadyExistsError,
+)
+from kafka.structs import OffsetAndMetadata
+
+from eventstore._topics import (
+    check_prefix,
+    control_dlq_topic,
+    control_topic,
+    results_topic,
+    topic_configs,
+)
+from eventstore.errors import ConfigurationError, PublishError
+from eventstore.replay._handler import Abandoned, ControlHandler, Outcome
+from eventstore.replay._metrics import ReplayMetrics
+from eventstore.replay._requests import TOO_LARGE, reply_document
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+MAX_REPLY_BYTES = 8 * 1024 * 1024
+"""Largest reply the worker sends (the results topic is created to accept it)."""
+
+
+def worker_group(prefix: str) -> str:
+    """The consumer group the replay workers share."""
+    return f"{check_prefix(prefix)}.replay-worker"
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def ensure_control_topics(
+    bootstrap_servers: str,
+    topic_prefix: str,
+    *,
+    partitions: int = 3,
+    replication_factor: int = 1,
+    timeout: float = 10.0,
+) -> list[str]:
+    """Create the control, results and control dead-letter topics that do not exist yet;
+    return the names created."""
+    names = [
+        control_topic(topic_prefix),
+        results_topic(topic_prefix),
+        control_dlq_topic(topic_prefix),
+    ]
+    try:
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap_servers.split(","),
+            client_id="eventstore-replay-admin",
+            request_timeout_ms=int(timeout * 1000),
+        )
+    except KafkaError as error:
+        raise PublishError(f"cannot reach Kafka at {bootstrap_servers}: {error}") from error
+    try:
+        missing = [n for n in names if n not in set(admin.list_topics())]
+        if missing:
+            configs = topic_configs(replication_factor)
+            topics = [
+                NewTopic(
+                    name,
+                    partitions,
+                    replication_factor,
+                    topic_configs=(
+                        {**configs, "max.message.bytes": str(MAX_REPLY_BYTES)}
+                        if name == names[1]
+                        else configs
+                    ),
+                )
+                for name in missing
+            ]
+            with contextlib.suppress(TopicAlreadyExistsError):  # another was first
+                admin.create_topics(topics, timeout_ms=int(timeout * 1000))
+            log.info("created topics %s", ", ".join(missing))
+        return missing
+    except KafkaError as error:
+        raise PublishError(f"creating the control topics failed: {error}") from error
+    finally:
+        admin.close()
+
+
+def _backing_off(call: Callable[[], T], stop: threading.Event, what: str) -> T | None:
+    """`call()` until it succeeds (None if `stop` is set first), pausing 0.2 s doubling to
+    5 s between Kafka failures."""
+    pause = 0.2
+    while not stop.is_set():
+        try:
+            return call()
+        except (KafkaError, PublishError, OSError) as error:
+            log.warning("%s: %s; retrying in %.1f s", what, error, pause)
+            stop.wait(pause)
+            pause = min(pause * 2, 5.0)
+    return None
+
+
+class ReplayWorker:
+    """Consumes `<prefix>.control`, runs each request with a `ControlHandler` and answers on
+    `<prefix>.replay.results`, keyed by request id (see the module's delivery contract)."""
+
+    def __init__(
+        self,
+        handler: ControlHandler,
+        *,
+        bootstrap_servers: str,
+        topic_prefix: str,
+        partitions: int = 3,
+        replication_factor: int = 1,
+        metrics: ReplayMetrics | None = None,
+        session_timeout: float = 10.0,
+        reply_timeout: float = 30.0,
+    ) -> None:
+        self.handler = handler
+        self.bootstrap_servers = bootstrap_servers
+        self.topic_prefix = check_prefix(topic_prefix)
+        self.partitions = partitions
+        self.replication_factor = replication_factor
+        self.metrics = metrics or ReplayMetrics()
+        self.session_timeout = session_timeout
+        self.reply_timeout = reply_timeout
+        self.control = control_topic(topic_prefix)
+        self.results = results_topic(topic_prefix)
+        self.dlq = control_dlq_topic(topic_prefix)
+        self.answered = 0
+        """Replies acknowledged so far (for tests and the CLI's summary)."""
+
+    def _consumer(self) -> KafkaConsumer:
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers.split(","),
+            group_id=worker_group(self.topic_prefix),
+            client_id=f"eventstore-replay-{self.handler.worker_id}",
+            enable_auto_commit=False,
+            # A request sent before any worker joined is still answered.
+            auto_offset_reset="earliest",
+            max_poll_records=10,
+            fetch_max_wait_ms=50,
+            session_timeout_ms=int(self.session_timeout * 1000),
+            heartbeat_interval_ms=max(1000, int(self.session_timeout * 1000) // 3),
+            # A rebuild may run long; the group must not evict its worker meanwhile.
+            max_poll_interval_ms=3_600_000,
+        )
+        consumer.subscribe([self.control])
+        return consumer
+
+    def _producer(self) -> KafkaProducer:
+        return KafkaProducer(
+            bootstrap_servers=self.bootstrap_servers.split(","),
+            client_id=f"eventstore-replay-{self.handler.worker_id}",
+            acks="all",
+            linger_ms=0,
+            max_request_size=MAX_REPLY_BYTES,
+            request_timeout_ms=int(self.reply_timeout * 1000),
+        )
+
+    def run(self, stop: threading.Event) -> None:
+        """Answer requests until `stop` is set."""
+        self.handler.stop = stop
+        ensured = _backing_off(
+            lambda: ensure_control_topics(
+                self.bootstrap_servers,
+                self.topic_prefix,
+                partitions=self.partitions,
+                replication_factor=self.replication_factor,
+            ),
+            stop,
+            "creating the control topics",
+        )
+        if ensured is None:
+            return
+        consumer = _backing_off(self._consumer, stop, "joining the replay workers' group")
+        if consumer is None:
+            return
+        producer: KafkaProducer | None = None
+        try:
+            while not stop.is_set():
+                try:
+                    polled = consumer.poll(timeout_ms=200)
+                except KafkaError as error:
+                    log.warning("polling %s: %s; retrying", self.control, error)
+                    stop.wait(0.5)
+                    continue
+                for partition, records in polled.items():
+                    for record in records:
+                        # Between requests, not within one: the request in hand finishes.
+                        if stop.is_set():
+                            return
+                        producer = self._one(consumer, producer, partition, record, stop)
+        finally:
+            if producer is not None:
+                producer.close(timeout=5)
+            consumer.close(autocommit=False)
+
+    def _one(
+        self,
+        consumer: KafkaConsumer,
+        producer: KafkaProducer | None,
+        partition: TopicPartition,
+        record: Any,
+        stop: threading.Event,
+    ) -> KafkaProducer | None:
+        started = time.monotonic()
+        if record.timestamp and record.timestamp > 0:
+            self.metrics.queued.observe(max(0.0, time.time() - record.timestamp / 1000))
+        self.metrics.in_progress.inc()
+        try:
+            outcome = self.handler.handle(record.value)
+        except Abandoned as error:
+            log.warning("stopping with a request unanswered (%s); another worker takes it", error)
+            return producer
+        finally:
+            self.metrics.in_progress.dec()
+
+        def send() -> KafkaProducer:
+            current = producer or self._producer()
+            try:
+                self._send(current, outcome, record)
+            except KafkaError:
+                current.close(timeout=0)
+                raise
+            return current
+
+        producer = _backing_off(send, stop, f"replying on {self.results}")
+        if producer is None:
+            return None  # stopped before the reply was acknowledged: left uncommitted
+        kind = outcome.kind if outcome.kind in ("replay", "rebuild", "ping") else "invalid"
+        self.metrics.latency.labels(kind).observe(time.monotonic() - started)
+        if outcome.reply is not None:
+            self.metrics.requests.labels(kind, "ok" if outcome.code is None else "error").inc()
+            if outcome.code is not None:
+                self.metrics.errors.labels(outcome.code).inc()
+        else:
+            self.metrics.dead_lettered.inc()
+        self.answered += 1
+        # The reply is acknowledged: only now is the request done (see the module's notes).
+        try:
+            consumer.commit({partition: OffsetAndMetadata(record.offset + 1, "", -1)})
+        except (CommitFailedError, KafkaError) as error:
+            log.warning(
+                "could not commit %s offset %d (%s): the request may be answered again",
+                partition,
+                record.offset,
+                error,
+            )
+        return producer
+
+    def _send(self, producer: KafkaProducer, outcome: Outcome, record: Any) -> None:
+        if outcome.reply is None:
+            headers = [
+                ("error", (outcome.problem or "").encode()[:1000]),
+                ("source_topic", record.topic.encode()),
+                ("source_partition", str(record.partition).encode()),
+                ("source_offset", str(record.offset).encode()),
+                ("worker", self.handler.worker_id.encode()),
+                ("failed_at", datetime.now(UTC).isoformat().encode()),
+            ]
+            value = record.value if record.value is not None else b""
+            producer.send(self.dlq, key=record.key, value=value, headers=headers).get(
+                timeout=self.reply_timeout
+            )
+            log.warning(
+                "control record at %s:%d dead-lettered: %s",
+                record.topic,
+                record.offset,
+                outcome.problem,
+            )
+            return
+        assert outcome.request_id is not None
+        key = outcome.request_id.encode()
+        value = json.dumps(outcome.reply, separators=(",", ":")).encode()
+        try:
+            producer.send(self.results, key=key, value=value).get(timeout=self.reply_timeout)
+        except (MessageSizeTooLargeError, RecordListTooLargeError):
+            too_large = reply_document(
+                outcome.request_id,
+                outcome.kind,
+                worker=self.handler.worker_id,
+                error=(
+                    TOO_LARGE,
+                    f"the reply is {len(value):,} bytes, more than the results topic takes; "
+                    "ask for less (a smaller history_limit) or use the Python API",
+                ),
+            )
+            producer.send(self.results, key=key, value=json.dumps(too_large).encode()).get(
+                timeout=self.reply_timeout
+            )
+
+
+def check_bootstrap(bootstrap_servers: str | None) -> str:
+    if not bootstrap_servers:
+        raise ConfigurationError(
+            "the control topic needs Kafka: set EVENTSTORE_KAFKA_BOOTSTRAP_SERVERS (or "
+            "--bootstrap-servers)"
+        )
+    return bootstrap_servers

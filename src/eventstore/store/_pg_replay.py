@@ -1,0 +1,230 @@
+"""Replay's store capabilities on PostgreSQL: many aggregates' events at once, the
+aggregates index, snapshots and the record of control requests."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from eventstore.events import Event
+from eventstore.store._checks import check_after, check_limit, check_time
+from eventstore.store._protocol import AggregateRef, Snapshot
+from eventstore.store._rows import EVENT_COLUMNS, event_from_row
+from eventstore.versioning import Upcasters
+
+_MAX = 2**63 - 1
+_COLUMNS = sql.SQL(", ").join(sql.Identifier("e", name) for name in EVENT_COLUMNS)
+# A position bound is also held below the log's horizon (the first position a transaction
+# still running could be writing): a cut at position P must not change afterwards, and an
+# event committing later with a position below P would change it (see 0001_initial.sql).
+_HORIZON = sql.SQL(
+    "((pg_snapshot_xmin(pg_current_snapshot())::text::bigint "
+    "+ (SELECT base FROM position_base)) << 16)"
+)
+_ONE = sql.SQL(
+    "SELECT {cols} FROM events e WHERE e.aggregate_id = %(id)s AND e.version > %(after)s "
+    "AND e.version <= %(max_version)s {bound} ORDER BY e.version LIMIT %(limit)s"
+)
+_MANY = sql.SQL(
+    "SELECT {cols} FROM unnest(%(ids)s::text[], %(afters)s::bigint[]) AS t(id, after) "
+    "CROSS JOIN LATERAL (SELECT * FROM events e WHERE e.aggregate_id = t.id "
+    "AND e.version > t.after AND e.version <= %(max_version)s {bound} "
+    "ORDER BY e.version) e ORDER BY e.aggregate_id, e.version LIMIT %(limit)s"
+)
+_BOUND = sql.SQL("AND e.position <= %(max_position)s AND e.position < {horizon}").format(
+    horizon=_HORIZON
+)
+_QUERIES = {
+    (many, bounded): (_MANY if many else _ONE).format(
+        cols=_COLUMNS, bound=_BOUND if bounded else sql.SQL("")
+    )
+    for many in (False, True)
+    for bounded in (False, True)
+}
+# Both use the partial index of first events (0004_replay.sql).
+_AGGREGATES_OF_TYPE = (
+    "SELECT aggregate_type, aggregate_id FROM events WHERE version = 1 "
+    "AND aggregate_type = %(type)s AND aggregate_id > %(after_id)s "
+    "AND position <= %(max_position)s ORDER BY aggregate_type, aggregate_id LIMIT %(limit)s"
+)
+_AGGREGATES = (
+    "SELECT aggregate_type, aggregate_id FROM events WHERE version = 1 "
+    "AND (aggregate_type, aggregate_id) > (%(after_type)s, %(after_id)s) "
+    "AND position <= %(max_position)s ORDER BY aggregate_type, aggregate_id LIMIT %(limit)s"
+)
+_SNAPSHOT_COLUMNS = (
+    "aggregate_id, aggregate_type, version, position, max_timestamp, reducer_version, "
+    "fingerprint, state, digest, created_at"
+)
+_LOAD_SNAPSHOTS = (
+    f"SELECT DISTINCT ON (aggregate_id) {_SNAPSHOT_COLUMNS} FROM snapshots "  # noqa: S608
+    "WHERE aggregate_id = ANY(%(ids)s::text[]) AND reducer_version = %(reducer_version)s "
+    "AND fingerprint = %(fingerprint)s AND version <= %(max_version)s "
+    "AND position <= %(max_position)s "
+    "AND max_timestamp <= coalesce(%(max_timestamp)s::timestamptz, 'infinity') "
+    "ORDER BY aggregate_id, version DESC"
+)
+_SAVE_SNAPSHOT = (
+    "INSERT INTO snapshots (aggregate_id, aggregate_type, version, position, max_timestamp, "
+    "reducer_version, fingerprint, state, digest) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (aggregate_id, version) DO UPDATE SET aggregate_type = excluded.aggregate_type, "
+    "position = excluded.position, max_timestamp = excluded.max_timestamp, "
+    "reducer_version = excluded.reducer_version, fingerprint = excluded.fingerprint, "
+    "state = excluded.state, digest = excluded.digest, created_at = now()"
+)
+_CLAIM = (
+    "INSERT INTO control_requests (request_id, kind) VALUES (%s, %s) "
+    "ON CONFLICT (request_id) DO UPDATE SET claimed_at = now() "
+    "RETURNING reply"
+)
+
+
+def _bounds(max_version: int | None, max_position: int | None) -> dict[str, int]:
+    return {
+        "max_version": _MAX if max_version is None else max_version,
+        "max_position": _MAX if max_position is None else max_position,
+    }
+
+
+class PostgresReplay:
+    """The `AggregateReads`, `Snapshots` and `ControlRequests` capabilities of
+    `PostgresEventStore` (a mixin: it borrows the store's pooled connections)."""
+
+    _upcasters: Upcasters
+
+    def _connection(self) -> AbstractContextManager[psycopg.Connection[Any]]:
+        raise NotImplementedError
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def list_aggregates(
+        self,
+        aggregate_type: str | None = None,
+        *,
+        after: AggregateRef | None = None,
+        max_position: int | None = None,
+        limit: int = 100,
+    ) -> list[AggregateRef]:
+        params: dict[str, Any] = {
+            "limit": check_limit(limit),
+            "max_position": _MAX if max_position is None else max_position,
+            "after_type": after.aggregate_type if after else "",
+            "after_id": after.aggregate_id if after else "",
+        }
+        if aggregate_type is not None:
+            params["type"] = check_after(aggregate_type, after)
+        query = _AGGREGATES if aggregate_type is None else _AGGREGATES_OF_TYPE
+        with self._connection() as conn:
+            rows = conn.execute(query, params).fetchall()
+        return [AggregateRef(*row) for row in rows]
+
+    def read_aggregates(
+        self,
+        after_versions: Mapping[str, int],
+        *,
+        max_version: int | None = None,
+        max_position: int | None = None,
+        limit: int = 1000,
+    ) -> list[Event]:
+        if not after_versions:
+            return []
+        params: dict[str, Any] = {"limit": check_limit(limit)}
+        params.update(_bounds(max_version, max_position))
+        many = len(after_versions) > 1
+        if many:
+            params["ids"] = list(after_versions)
+            params["afters"] = list(after_versions.values())
+        else:
+            [(params["id"], params["after"])] = after_versions.items()
+        query = _QUERIES[(many, max_position is not None)]
+        with self._connection() as conn:
+            rows = conn.execute(query, params).fetchall()
+        upcast = self._upcasters.upcast
+        return [upcast(event_from_row(row)) for row in rows]
+
+    # -- snapshots --------------------------------------------------------------------------
+
+    def load_snapshots(
+        self,
+        aggregate_ids: Collection[str],
+        *,
+        reducer_version: int,
+        fingerprint: str,
+        max_version: int | None = None,
+        max_position: int | None = None,
+        max_timestamp: datetime | None = None,
+    ) -> dict[str, Snapshot]:
+        if not aggregate_ids:
+            return {}
+        params: dict[str, Any] = {
+            "ids": list(aggregate_ids),
+            "reducer_version": reducer_version,
+            "fingerprint": fingerprint,
+            "max_timestamp": check_time(max_timestamp, "max_timestamp"),
+        }
+        params.update(_bounds(max_version, max_position))
+        with self._connection() as conn:
+            rows = conn.execute(_LOAD_SNAPSHOTS, params).fetchall()
+        return {row[0]: Snapshot(*row) for row in rows}
+
+    def save_snapshots(self, snapshots: Sequence[Snapshot]) -> None:
+        if not snapshots:
+            return
+        rows = [
+            (
+                s.aggregate_id,
+                s.aggregate_type,
+                s.version,
+                s.position,
+                s.max_timestamp,
+                s.reducer_version,
+                s.fingerprint,
+                s.state,
+                s.digest,
+            )
+            for s in snapshots
+        ]
+        with self._connection() as conn, conn.transaction(), conn.cursor() as cursor:
+            cursor.executemany(_SAVE_SNAPSHOT, rows)
+
+    def delete_snapshots(
+        self, *, aggregate_id: str | None = None, aggregate_type: str | None = None
+    ) -> int:
+        with self._connection() as conn:
+            cursor = conn.execute(
+                "DELETE FROM snapshots WHERE (%(id)s::text IS NULL OR aggregate_id = %(id)s) "
+                "AND (%(type)s::text IS NULL OR aggregate_type = %(type)s)",
+                {"id": aggregate_id, "type": aggregate_type},
+            )
+            return cursor.rowcount
+
+    def snapshot_count(self, aggregate_id: str | None = None) -> int:
+        with self._connection() as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM snapshots "
+                "WHERE %(id)s::text IS NULL OR aggregate_id = %(id)s",
+                {"id": aggregate_id},
+            ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    # -- control requests -------------------------------------------------------------------
+
+    def claim_request(self, request_id: str, kind: str) -> str | None:
+        with self._connection() as conn:
+            row = conn.execute(_CLAIM, (request_id, kind)).fetchone()
+        assert row is not None
+        reply: str | None = row[0]
+        return reply
+
+    def finish_request(self, request_id: str, reply: str) -> None:
+        with self._connection() as conn:
+            conn.execute(
+                "UPDATE control_requests SET reply = %s, finished_at = now() WHERE request_id = %s",
+                (reply, request_id),
+            )

@@ -23,8 +23,12 @@ COMMANDS = [
     "demo",
     "relay",
     "project",
+    "replay",
+    "world",
+    "replay-worker",
     "topics",
     "projections",
+    "snapshots",
 ]
 
 

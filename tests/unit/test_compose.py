@@ -19,7 +19,7 @@ from eventstore.cli import app
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "eventstore:local"
-APP_SERVICES = ["migrate", "relay", "relay-standby", "projector"]
+APP_SERVICES = ["migrate", "relay", "relay-standby", "projector", "replay-worker"]
 SERVICES = ["postgres", "kafka", *APP_SERVICES]
 ENVIRONMENT = {
     "EVENTSTORE_DATABASE_URL": "postgresql://eventstore@postgres:5432/eventstore",
@@ -98,7 +98,7 @@ def test_migrate_runs_once_after_postgres(services: dict[str, dict[str, Any]]) -
     assert depends_on(migrate) == {"postgres": "service_healthy"}
 
 
-@pytest.mark.parametrize("name", ["relay", "relay-standby", "projector"])
+@pytest.mark.parametrize("name", ["relay", "relay-standby", "projector", "replay-worker"])
 def test_the_workers_start_after_a_successful_migration(
     services: dict[str, dict[str, Any]], name: str
 ) -> None:
@@ -126,6 +126,17 @@ def test_the_projector_can_be_scaled_and_stopped(services: dict[str, dict[str, A
     ]
     assert projector["stop_signal"] == "SIGTERM"
     assert projector["stop_grace_period"]
+
+
+def test_the_replay_worker_can_be_scaled_and_stopped(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    worker = services["replay-worker"]
+    assert "container_name" not in worker
+    assert "ports" not in worker
+    assert worker["command"][0] == "replay-worker"
+    assert worker["stop_signal"] == "SIGTERM"
+    assert worker["stop_grace_period"]
 
 
 @pytest.mark.parametrize("name", APP_SERVICES)

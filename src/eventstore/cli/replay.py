@@ -207,6 +207,9 @@ def world(
     aggregate_type: Annotated[
         str | None, typer.Option("--type", help="one aggregate type [default: every reducer's]")
     ] = None,
+    prefix: Annotated[
+        str | None, typer.Option(help="only aggregates whose id starts with this (one world's)")
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, help="most aggregates shown")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines, one aggregate each")] = False,
     reducers: ReducersOption = DEFAULT_REDUCERS,
@@ -221,7 +224,9 @@ def world(
         cut = replayer.cut(position if position is not None else store.log_horizon().head)
         shown = list(
             islice(
-                replayer.iter_world(cut, aggregate_type=aggregate_type, page=min(limit, 500)),
+                replayer.iter_world(
+                    cut, aggregate_type=aggregate_type, id_prefix=prefix, page=min(limit, 500)
+                ),
                 limit,
             )
         )

@@ -483,12 +483,14 @@ class Replayer:
         *,
         aggregate_type: str | None = None,
         after: AggregateRef | None = None,
+        id_prefix: str | None = None,
         limit: int = 100,
     ) -> WorldPage:
         """A page of the world as of one global position: each aggregate (of one type, or
-        of every type with a reducer) that existed there, with its state after its events at
-        or below the cut. Every state of every page is of the same cut: pass
-        `page.position` and `page.next_after` for the next page."""
+        of every type with a reducer; with `id_prefix`, only ids starting with it, e.g. one
+        world's) that existed there, with its state after its events at or below the cut.
+        Aggregates come by (type, id) in code-point order. Every state of every page is of
+        the same cut: pass `page.position` and `page.next_after` for the next page."""
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
             raise InvalidQueryError(f"limit must be an integer from 1 to 1000, not {limit!r}")
         cut = self.cut(position)
@@ -501,7 +503,11 @@ class Replayer:
                 continue
             page_after = after if after is not None and after.aggregate_type == name else None
             refs += self.store.list_aggregates(
-                name, after=page_after, max_position=cut, limit=limit - len(refs)
+                name,
+                after=page_after,
+                id_prefix=id_prefix,
+                max_position=cut,
+                limit=limit - len(refs),
             )
             if len(refs) >= limit:
                 break
@@ -509,13 +515,20 @@ class Replayer:
         return WorldPage(cut, results, refs[-1] if len(refs) >= limit else None)
 
     def iter_world(
-        self, position: int, *, aggregate_type: str | None = None, page: int = 500
+        self,
+        position: int,
+        *,
+        aggregate_type: str | None = None,
+        id_prefix: str | None = None,
+        page: int = 500,
     ) -> Iterator[ReplayResult]:
-        """Every aggregate's state as of one cut, page after page."""
+        """Every aggregate's state as of one cut, page after page (see `world_at`)."""
         cut = self.cut(position)
         after: AggregateRef | None = None
         while True:
-            found = self.world_at(cut, aggregate_type=aggregate_type, after=after, limit=page)
+            found = self.world_at(
+                cut, aggregate_type=aggregate_type, after=after, id_prefix=id_prefix, limit=page
+            )
             yield from found.aggregates
             if found.next_after is None:
                 return

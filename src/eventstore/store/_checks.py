@@ -128,3 +128,14 @@ def check_after(aggregate_type: str, after: AggregateRef | None) -> str:
             "after the last aggregate of the previous page"
         )
     return aggregate_type
+
+
+def prefix_range(prefix: str | None) -> tuple[str, str | None]:
+    """The ids starting with `prefix` as a range [low, high) in code-point order (high None:
+    no upper bound)."""
+    if not prefix:
+        return "", None
+    if not isinstance(prefix, str):
+        raise InvalidQueryError(f"id_prefix must be a string, not {prefix!r}")
+    last = ord(prefix[-1])
+    return prefix, (prefix[:-1] + chr(last + 1)) if last < 0x10FFFF else None

@@ -12,7 +12,7 @@ import psycopg
 from psycopg import sql
 
 from eventstore.events import Event
-from eventstore.store._checks import check_after, check_limit, check_time
+from eventstore.store._checks import check_after, check_limit, check_time, prefix_range
 from eventstore.store._protocol import AggregateRef, Snapshot
 from eventstore.store._rows import EVENT_COLUMNS, event_from_row
 from eventstore.versioning import Upcasters
@@ -34,7 +34,7 @@ _MANY = sql.SQL(
     "SELECT {cols} FROM unnest(%(ids)s::text[], %(afters)s::bigint[]) AS t(id, after) "
     "CROSS JOIN LATERAL (SELECT * FROM events e WHERE e.aggregate_id = t.id "
     "AND e.version > t.after AND e.version <= %(max_version)s {bound} "
-    "ORDER BY e.version) e ORDER BY e.aggregate_id, e.version LIMIT %(limit)s"
+    'ORDER BY e.version) e ORDER BY e.aggregate_id COLLATE "C", e.version LIMIT %(limit)s'
 )
 _BOUND = sql.SQL("AND e.position <= %(max_position)s AND e.position < {horizon}").format(
     horizon=_HORIZON
@@ -47,15 +47,20 @@ _QUERIES = {
     for bounded in (False, True)
 }
 # Both use the partial index of first events (0004_replay.sql).
+_TYPE = 'aggregate_type COLLATE "C"'
+_ID = 'aggregate_id COLLATE "C"'
+_IN_RANGE = (
+    f"AND {_ID} >= %(low)s AND (%(high)s::text IS NULL OR {_ID} < %(high)s) "
+    "AND position <= %(max_position)s "
+    f"ORDER BY {_TYPE}, {_ID} LIMIT %(limit)s"
+)
 _AGGREGATES_OF_TYPE = (
-    "SELECT aggregate_type, aggregate_id FROM events WHERE version = 1 "
-    "AND aggregate_type = %(type)s AND aggregate_id > %(after_id)s "
-    "AND position <= %(max_position)s ORDER BY aggregate_type, aggregate_id LIMIT %(limit)s"
+    "SELECT aggregate_type, aggregate_id FROM events WHERE version = 1 "  # noqa: S608
+    f"AND {_TYPE} = %(type)s AND {_ID} > %(after_id)s " + _IN_RANGE
 )
 _AGGREGATES = (
-    "SELECT aggregate_type, aggregate_id FROM events WHERE version = 1 "
-    "AND (aggregate_type, aggregate_id) > (%(after_type)s, %(after_id)s) "
-    "AND position <= %(max_position)s ORDER BY aggregate_type, aggregate_id LIMIT %(limit)s"
+    "SELECT aggregate_type, aggregate_id FROM events WHERE version = 1 "  # noqa: S608
+    f"AND ({_TYPE}, {_ID}) > (%(after_type)s, %(after_id)s) " + _IN_RANGE
 )
 _SNAPSHOT_COLUMNS = (
     "aggregate_id, aggregate_type, version, position, max_timestamp, reducer_version, "
@@ -107,11 +112,15 @@ class PostgresReplay:
         aggregate_type: str | None = None,
         *,
         after: AggregateRef | None = None,
+        id_prefix: str | None = None,
         max_position: int | None = None,
         limit: int = 100,
     ) -> list[AggregateRef]:
+        low, high = prefix_range(id_prefix)
         params: dict[str, Any] = {
             "limit": check_limit(limit),
+            "low": low,
+            "high": high,
             "max_position": _MAX if max_position is None else max_position,
             "after_type": after.aggregate_type if after else "",
             "after_id": after.aggregate_id if after else "",

@@ -418,11 +418,13 @@ class AggregateReads(Protocol):
         aggregate_type: str | None = None,
         *,
         after: AggregateRef | None = None,
+        id_prefix: str | None = None,
         max_position: int | None = None,
         limit: int = 100,
     ) -> list[AggregateRef]:
-        """At most `limit` aggregates (of one type, or of all) ordered by (type, id), after
-        `after` (a page), whose first event is at or below `max_position` when given."""
+        """At most `limit` aggregates (of one type, or of all) ordered by (type, id) in
+        code-point order, after `after` (a page), whose id starts with `id_prefix` and whose
+        first event is at or below `max_position`, when given."""
         ...
 
     def read_aggregates(

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from eventstore.events import Event
-from eventstore.store._checks import check_after, check_limit, check_time
+from eventstore.store._checks import check_after, check_limit, check_time, prefix_range
 from eventstore.store._protocol import AggregateRef, Snapshot
 from eventstore.store._rows import EVENT_COLUMNS, event_from_row, time_text
 from eventstore.versioning import Upcasters
@@ -30,15 +30,17 @@ _MANY = (
     "WHERE e.version <= :max_version AND e.position <= :max_position "
     "ORDER BY e.aggregate_id, e.version LIMIT :limit"
 )
-_AGGREGATES_OF_TYPE = (
-    "SELECT aggregate_type, aggregate_id FROM events WHERE version = 1 "
-    "AND aggregate_type = :type AND aggregate_id > :after_id "
+_IN_RANGE = (
+    "AND aggregate_id >= :low AND (:high IS NULL OR aggregate_id < :high) "
     "AND position <= :max_position ORDER BY aggregate_type, aggregate_id LIMIT :limit"
 )
+_AGGREGATES_OF_TYPE = (
+    "SELECT aggregate_type, aggregate_id FROM events WHERE version = 1 "  # noqa: S608
+    "AND aggregate_type = :type AND aggregate_id > :after_id " + _IN_RANGE
+)
 _AGGREGATES = (
-    "SELECT aggregate_type, aggregate_id FROM events WHERE version = 1 "
-    "AND (aggregate_type, aggregate_id) > (:after_type, :after_id) "
-    "AND position <= :max_position ORDER BY aggregate_type, aggregate_id LIMIT :limit"
+    "SELECT aggregate_type, aggregate_id FROM events WHERE version = 1 "  # noqa: S608
+    "AND (aggregate_type, aggregate_id) > (:after_type, :after_id) " + _IN_RANGE
 )
 _SNAPSHOT_COLUMNS = (
     "aggregate_id, aggregate_type, version, position, max_timestamp, reducer_version, "
@@ -83,11 +85,15 @@ class SqliteReplay:
         aggregate_type: str | None = None,
         *,
         after: AggregateRef | None = None,
+        id_prefix: str | None = None,
         max_position: int | None = None,
         limit: int = 100,
     ) -> list[AggregateRef]:
+        low, high = prefix_range(id_prefix)
         params: dict[str, Any] = {
             "limit": check_limit(limit),
+            "low": low,
+            "high": high,
             "max_position": _MAX if max_position is None else max_position,
             "after_type": after.aggregate_type if after else "",
             "after_id": after.aggregate_id if after else "",

@@ -21,8 +21,11 @@ CREATE TABLE snapshots (
 CREATE INDEX snapshots_type ON snapshots (aggregate_type);
 
 -- Every aggregate once, by type and id: an index of first events only, so an append pays
--- for it once per aggregate, not once per event. `list_aggregates` pages through it.
-CREATE INDEX events_aggregates ON events (aggregate_type, aggregate_id) WHERE version = 1;
+-- for it once per aggregate, not once per event. `list_aggregates` pages through it. In
+-- code-point order ("C"), as SQLite compares text, so that paging and id prefixes behave
+-- the same on both backends whatever the database's collation.
+CREATE INDEX events_aggregates ON events (aggregate_type COLLATE "C", aggregate_id COLLATE "C")
+    WHERE version = 1;
 
 -- Control requests with lasting effects (rebuilds): claimed when started, the reply kept
 -- when finished, so that a request Kafka delivers again is answered, not run again.

@@ -521,7 +521,7 @@ def worker_process(
         "--reducers",
         "replay:REDUCERS",
         "--log-level",
-        "WARNING",
+        os.environ.get("WLOG", "WARNING"),
     ]
     path = logs / "replay-worker.log"
     with path.open("wb") as log:

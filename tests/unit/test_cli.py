@@ -122,6 +122,11 @@ def test_the_demo_runs_with_no_configuration(tmp_path: Path) -> None:
     # Its projections were built from the global log and checked against the events.
     checked = "40 player positions, 6 zone populations and 15 item locations equal"
     assert checked in " ".join(result.stdout.split())
+    # It travelled in time: a player at three moments, and the world at a past position.
+    assert "at three moments of the game" in " ".join(result.stdout.split())
+    assert "40 players rebuilt in" in " ".join(result.stdout.split())
     second = run(tmp_path, "demo", "--players", "5", "--ticks", "2")
     assert second.returncode == 0, second.stderr
     assert "5 player positions" in second.stdout  # a second world, on the same read models
+    # The world view is of the second world only (its id prefix), not of every world stored.
+    assert "5 players rebuilt in" in " ".join(second.stdout.split())

@@ -521,7 +521,7 @@ def worker_process(
         "--reducers",
         "replay:REDUCERS",
         "--log-level",
-        os.environ.get("WLOG", "WARNING"),
+        "WARNING",
     ]
     path = logs / "replay-worker.log"
     with path.open("wb") as log:
@@ -541,6 +541,24 @@ def worker_process(
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
+
+
+@contextmanager
+def open_client(kafka: str, prefix: str) -> Iterator[Any]:
+    """A ReplayClient on new topics (retried while their partitions are not known yet)."""
+    from eventstore.errors import PublishError
+    from eventstore.replay import ReplayClient
+
+    for attempt in range(20):
+        try:
+            client = ReplayClient(kafka, topic_prefix=prefix, timeout=30)
+            break
+        except PublishError:
+            if attempt == 19:
+                raise
+            time.sleep(0.5)
+    with client:
+        yield client
 
 
 def wait_for_worker(client: Any, check: Callable[[], None]) -> float:
@@ -588,8 +606,6 @@ def paced(client: Any, players: Sequence[str], rate: float, requests: int) -> li
 
 
 def control_group(url: str, kafka: str, sizes: Sizes) -> None:
-    from eventstore.replay import ReplayClient
-
     players = [f"ctl-{n:03d}" for n in range(sizes.control_players)]
     prefix = f"bench_{uuid.uuid4().hex[:8]}"
     with (
@@ -598,9 +614,12 @@ def control_group(url: str, kafka: str, sizes: Sizes) -> None:
     ):
         try:
             append_histories(store, players, CONTROL_EVENTS)
+            # The client first: it creates the topics and waits for their partitions, so
+            # that the worker joins a group whose topic is known (see RESULTS.md: a worker
+            # that subscribes while its new topic has no metadata yet may stay deaf).
             with (
+                open_client(kafka, prefix) as client,
                 worker_process(url, schema.name, kafka, prefix, Path(logs)) as check,
-                ReplayClient(kafka, topic_prefix=prefix, timeout=30) as client,
             ):
                 ready = wait_for_worker(client, check)
                 for player in players:  # untimed: each player's snapshots and type look-up

@@ -243,6 +243,9 @@ class ReplayWorker:
         except Abandoned as error:
             log.warning("stopping with a request unanswered (%s); another worker takes it", error)
             return producer
+        except Exception as error:  # a bug of ours: the record is set aside, the worker goes on
+            log.exception("control record at %s:%d broke the handler", record.topic, record.offset)
+            outcome = Outcome(None, None, None, f"internal: {type(error).__name__}: {error}")
         finally:
             self.metrics.in_progress.dec()
 

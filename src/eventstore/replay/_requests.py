@@ -112,8 +112,8 @@ def parse_request(value: bytes | None) -> ReplayRequest | RebuildRequest | PingR
         raise Malformed(INVALID_REQUEST, "the record has no value", None, None)
     try:
         data = json.loads(value)
-    except (UnicodeDecodeError, ValueError) as error:
-        raise Malformed(INVALID_REQUEST, f"the value is not JSON: {error}", None, None) from None
+    except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
+        raise Malformed(INVALID_REQUEST, f"the value is not JSON: {error!r}", None, None) from None
     if not isinstance(data, dict):
         raise Malformed(
             INVALID_REQUEST,

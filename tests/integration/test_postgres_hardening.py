@@ -22,6 +22,7 @@ from eventstore import (
     open_store,
 )
 from eventstore.errors import StoreBusyError
+from eventstore.replay import Reducer, Replayer
 from eventstore.store.postgres import PostgresEventStore
 from tests.conftest import StoreFactory, unique_name
 from tests.contract.test_store_contract import all_events
@@ -223,6 +224,13 @@ def test_an_application_role_appends_and_reads_but_cannot_change_history(
         app.append_event(event("p", 3))
         assert [e.version for e in app.get_events_by_aggregate("p")] == [1, 2, 3]
         app.outbox_remove([e.position or 0 for e in app.outbox_batch(1)])
+        # Replay's tables: snapshots written and read, control requests recorded.
+        folds = Reducer("Player", initial=0, snapshot_every=2, apply=lambda n, _e: n + 1)
+        assert Replayer(app, [folds]).replay_to("p").state == 3
+        assert app.snapshot_count("p") == 1
+        assert Replayer(app, [folds]).replay_to("p").snapshot_version == 2
+        assert app.claim_request("r-1", "rebuild") is None
+        app.finish_request("r-1", "{}")
         with pytest.raises(ConfigurationError, match="may not"):
             app.migrate()
     with psycopg.connect(app_url, autocommit=True) as conn:

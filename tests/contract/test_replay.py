@@ -1086,6 +1086,72 @@ def test_list_aggregates_pages_by_type_and_id_and_respects_max_position(
             store.list_aggregates(limit=limit)
 
 
+def test_aggregates_are_listed_and_replayed_by_id_prefix(store: EventStore) -> None:
+    ids = ["w1", "w1-a", "w1-b", "w10-a", "w2-a", "w0-z", "v1-a", "W1-a", "w1-\u00e9"]
+    for number, aggregate_id in enumerate(ids):
+        if number % 2:
+            store.append_events([event(aggregate_id, 1, aggregate_type="Gadget")])
+        else:
+            store.append_events(things(aggregate_id, [1, 2]))
+    readable(store)
+
+    def listed(prefix: str, aggregate_type: str | None = None, limit: int = 100) -> list[str]:
+        found: list[str] = []
+        after: AggregateRef | None = None
+        while page := store.list_aggregates(
+            aggregate_type, after=after, id_prefix=prefix, limit=limit
+        ):
+            found += [ref.aggregate_id for ref in page]
+            after = page[-1]
+        return found
+
+    # Gadgets are the odd ones; by (type, id) in code-point order, page after page.
+    assert listed("w1-", "Thing") == ["w1-b", "w1-\u00e9"]
+    assert listed("w1-", "Gadget") == ["w1-a"]
+    assert listed("w1-") == ["w1-a", "w1-b", "w1-\u00e9"]
+    assert listed("w1", limit=1) == ["w1-a", "w10-a", "w1", "w1-b", "w1-\u00e9"]
+    assert listed("", limit=2) == [r.aggregate_id for r in store.list_aggregates()]
+    assert listed("nothing") == []
+    with pytest.raises(InvalidQueryError, match="id_prefix"):
+        store.list_aggregates(id_prefix=5)  # type: ignore[arg-type]
+
+    replayer = world_replayer(store)
+    head = store.log_horizon().head
+    world = replayer.world_at(head, id_prefix="w1", limit=2)
+    assert [a.aggregate_id for a in world.aggregates] == ["w1-a", "w10-a"]
+    paged = [a.aggregate_id for a in replayer.iter_world(head, id_prefix="w1", page=2)]
+    assert paged == ["w1-a", "w10-a", "w1", "w1-b", "w1-\u00e9"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="src bug: store/_checks.py prefix_range gives no upper bound for a prefix that "
+    "ends in U+10FFFF, so every id above the prefix is listed",
+)
+def test_a_prefix_ending_in_the_last_code_point_lists_only_its_ids(store: EventStore) -> None:
+    top = "\U0010ffff"
+    for aggregate_id in ["w", f"w{top}", f"w{top}a", "x", top]:
+        store.append_event(event(aggregate_id, 1))
+    assert [r.aggregate_id for r in store.list_aggregates(id_prefix=f"w{top}")] == [
+        f"w{top}",
+        f"w{top}a",
+    ]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="src bug: store/_checks.py prefix_range bounds a prefix ending in U+D7FF with a "
+    "lone surrogate (U+D800), which no driver can encode (UnicodeEncodeError)",
+)
+def test_a_prefix_ending_below_the_surrogates_lists_its_ids(store: EventStore) -> None:
+    for aggregate_id in ["a\ud7ff", "a\ud7ffb", "a\ue000"]:
+        store.append_event(event(aggregate_id, 1))
+    assert [r.aggregate_id for r in store.list_aggregates(id_prefix="a\ud7ff")] == [
+        "a\ud7ff",
+        "a\ud7ffb",
+    ]
+
+
 def test_read_aggregates_orders_by_id_in_code_points_then_version(store: EventStore) -> None:
     for version in range(1, 4):
         store.append_events([event(i, version) for i in reversed(IDS)])

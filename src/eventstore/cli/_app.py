@@ -3,10 +3,11 @@ one place where errors become an `error:` line and an exit code."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import typer
@@ -78,6 +79,26 @@ def _options(
     ctx.obj = Context(
         database_url or settings.database_url, schema or settings.database_schema, settings
     )
+
+
+def load_code(spec: str, what: str, example: str) -> Any:
+    """The object a `module:attribute` spec names (projections, reducers: code the user
+    points a command at)."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise ConfigurationError(
+            f"{spec!r} does not name {what}: use module:attribute, e.g. {example}"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ConfigurationError(
+            f"cannot import {module_name!r} ({error}); is it on PYTHONPATH?"
+        ) from None
+    value = getattr(module, attribute, None)
+    if value is None:
+        raise ConfigurationError(f"{module_name!r} has no attribute {attribute!r}")
+    return value
 
 
 def configure_logging(level: str) -> None:

@@ -7,7 +7,6 @@ Projection, or a list of them), by default the demo's (`eventstore.demo.projecti
 
 from __future__ import annotations
 
-import importlib
 import json
 import signal
 import threading
@@ -22,7 +21,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from eventstore.cli._app import Context, app, configure_logging, console, errors
+from eventstore.cli._app import Context, app, configure_logging, console, errors, load_code
 from eventstore.cli.relay import KafkaOption, PartitionsOption, PrefixOption, ReplicationOption
 from eventstore.errors import ConfigurationError, ProjectionError
 
@@ -48,22 +47,8 @@ def load_projections(specs: list[str]) -> list[Projection]:
 
     found: list[Projection] = []
     for spec in specs:
-        module_name, _, attribute = spec.partition(":")
-        if not module_name or not attribute:
-            raise ConfigurationError(
-                f"{spec!r} does not name projections: use module:attribute, e.g. {DEFAULT_SPEC}"
-            )
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as error:
-            raise ConfigurationError(
-                f"cannot import {module_name!r} ({error}); is it on PYTHONPATH?"
-            ) from None
-        value = getattr(module, attribute, None)
-        if value is None:
-            raise ConfigurationError(f"{module_name!r} has no attribute {attribute!r}")
-        items = [value] if isinstance(value, Projection) else list(value)
-        found.extend(items)
+        value = load_code(spec, "projections", DEFAULT_SPEC)
+        found.extend([value] if isinstance(value, Projection) else list(value))
     return check_projections(found)
 
 

@@ -8,7 +8,6 @@ by default the demo's (`eventstore.demo.reducers:ALL`).
 
 from __future__ import annotations
 
-import importlib
 import json
 import signal
 import sys
@@ -19,7 +18,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from eventstore.cli._app import Context, app, configure_logging, console, errors
+from eventstore.cli._app import Context, app, configure_logging, console, errors, load_code
 from eventstore.cli.projections import DEFAULT_SPEC as DEFAULT_PROJECTIONS
 from eventstore.cli.projections import _dead_letters, load_projections
 from eventstore.cli.relay import KafkaOption, PartitionsOption, PrefixOption, ReplicationOption
@@ -45,20 +44,7 @@ def load_reducers(spec: str) -> list[Reducer]:
     """The reducers a `module:attribute` spec names."""
     from eventstore.replay import Reducer, check_reducers
 
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
-        raise ConfigurationError(
-            f"{spec!r} does not name reducers: use module:attribute, e.g. {DEFAULT_REDUCERS}"
-        )
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise ConfigurationError(
-            f"cannot import {module_name!r} ({error}); is it on PYTHONPATH?"
-        ) from None
-    value = getattr(module, attribute, None)
-    if value is None:
-        raise ConfigurationError(f"{module_name!r} has no attribute {attribute!r}")
+    value = load_code(spec, "reducers", DEFAULT_REDUCERS)
     reducers = [value] if isinstance(value, Reducer) else list(value)
     return list(check_reducers(reducers).values())
 

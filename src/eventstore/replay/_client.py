@@ -16,12 +16,12 @@ import uuid
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
+from eventstore._closing import Closing
 from eventstore._topics import check_prefix, control_topic, results_topic
 from eventstore.errors import PublishError, RequestError, RequestTimeoutError
 from eventstore.replay._kafka import ensure_control_topics
@@ -30,7 +30,7 @@ from eventstore.replay._requests import RETRIABLE_CODES
 log = logging.getLogger(__name__)
 
 
-class ReplayClient:
+class ReplayClient(Closing):
     """Sends requests on `<prefix>.control` and returns their replies (thread-safe)."""
 
     def __init__(
@@ -203,14 +203,3 @@ class ReplayClient:
         self._closed.set()
         self._reader.join(timeout=5)
         self._close_clients()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

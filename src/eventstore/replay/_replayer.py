@@ -150,13 +150,14 @@ class _Fold:
     applied: int = 0
     snapshot_version: int | None = None
     last: Event | None = None
-    snapshots: list[tuple[int, int, datetime, str]] = field(default_factory=list)
+    snapshots: list[tuple[int, int, datetime, datetime, str]] = field(default_factory=list)
 
 
 def _digest(
     aggregate_id: str,
     version: int,
     position: int,
+    timestamp: datetime,
     max_timestamp: datetime,
     reducer_version: int,
     fingerprint: str,
@@ -167,6 +168,7 @@ def _digest(
             aggregate_id,
             str(version),
             str(position),
+            timestamp.astimezone(UTC).isoformat(timespec="microseconds"),
             max_timestamp.astimezone(UTC).isoformat(timespec="microseconds"),
             str(reducer_version),
             fingerprint,
@@ -236,6 +238,7 @@ class Replayer:
             snapshot.aggregate_id,
             snapshot.version,
             snapshot.position,
+            snapshot.timestamp,
             snapshot.max_timestamp,
             snapshot.reducer_version,
             snapshot.fingerprint,
@@ -295,6 +298,7 @@ class Replayer:
             fold.state = state
             fold.version = snapshot.version
             fold.position = snapshot.position
+            fold.timestamp = snapshot.timestamp
             fold.max_timestamp = snapshot.max_timestamp
             fold.snapshot_version = snapshot.version
         return folds
@@ -306,6 +310,7 @@ class Replayer:
                 aggregate_type=fold.reducer.aggregate_type,
                 version=version,
                 position=position,
+                timestamp=timestamp,
                 max_timestamp=max_timestamp,
                 reducer_version=fold.reducer.version,
                 fingerprint=self.fingerprint,
@@ -314,6 +319,7 @@ class Replayer:
                     fold.aggregate_id,
                     version,
                     position,
+                    timestamp,
                     max_timestamp,
                     fold.reducer.version,
                     self.fingerprint,
@@ -321,7 +327,7 @@ class Replayer:
                 ),
             )
             for fold in folds
-            for version, position, max_timestamp, text in fold.snapshots
+            for version, position, timestamp, max_timestamp, text in fold.snapshots
         ]
         if not rows:
             return
@@ -346,11 +352,20 @@ class Replayer:
         fold.last = event
         every = reducer.snapshot_every
         snapshot_due = self.snapshots and every and event.version % every == 0
-        if check or snapshot_due:
+        if check:
             text = reducer.check(fold.state, event)
-            if snapshot_due:
-                assert event.position is not None and fold.max_timestamp is not None
-                fold.snapshots.append((event.version, event.position, fold.max_timestamp, text))
+        elif snapshot_due:
+            try:
+                text = reducer.check(fold.state, event)
+            except ReplayError:
+                # It may have stopped being JSON at an earlier event: the caller folds again,
+                # checking every step, to name that one.
+                raise _NotJson from None
+        if snapshot_due:
+            assert event.position is not None and fold.max_timestamp is not None
+            fold.snapshots.append(
+                (event.version, event.position, event.timestamp, fold.max_timestamp, text)
+            )
 
     def _finish(self, fold: _Fold, target: str, held_back: int = 0) -> ReplayResult:
         try:
@@ -548,7 +563,11 @@ class Replayer:
         while remaining:
             page = self.store.read_aggregates(remaining, max_position=cut, limit=MANY_PAGE)
             for event in page:
-                self._apply(folds[event.aggregate_id], event, check=False)
+                try:
+                    self._apply(folds[event.aggregate_id], event, check=False)
+                except _NotJson:
+                    self.replay_to(event.aggregate_id, position=cut)  # raises, naming the event
+                    raise
             if len(page) < MANY_PAGE:
                 break
             last = page[-1]

@@ -137,5 +137,13 @@ def prefix_range(prefix: str | None) -> tuple[str, str | None]:
         return "", None
     if not isinstance(prefix, str):
         raise InvalidQueryError(f"id_prefix must be a string, not {prefix!r}")
-    last = ord(prefix[-1])
-    return prefix, (prefix[:-1] + chr(last + 1)) if last < 0x10FFFF else None
+    # The least string above every extension of the prefix: its last character raised by one
+    # (the surrogates, which no string we store holds, are skipped); a last character that
+    # cannot be raised is dropped, and the one before it raised instead.
+    stem = prefix.rstrip("\U0010ffff")
+    if not stem:
+        return prefix, None
+    last = ord(stem[-1]) + 1
+    if 0xD800 <= last <= 0xDFFF:
+        last = 0xE000
+    return prefix, stem[:-1] + chr(last)

@@ -63,7 +63,7 @@ _AGGREGATES = (
     f"AND ({_TYPE}, {_ID}) > (%(after_type)s, %(after_id)s) " + _IN_RANGE
 )
 _SNAPSHOT_COLUMNS = (
-    "aggregate_id, aggregate_type, version, position, max_timestamp, reducer_version, "
+    'aggregate_id, aggregate_type, version, position, "timestamp", max_timestamp, reducer_version, '
     "fingerprint, state, digest, created_at"
 )
 _LOAD_SNAPSHOTS = (
@@ -75,10 +75,12 @@ _LOAD_SNAPSHOTS = (
     "ORDER BY aggregate_id, version DESC"
 )
 _SAVE_SNAPSHOT = (
-    "INSERT INTO snapshots (aggregate_id, aggregate_type, version, position, max_timestamp, "
-    "reducer_version, fingerprint, state, digest) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+    'INSERT INTO snapshots (aggregate_id, aggregate_type, version, position, "timestamp", '
+    "max_timestamp, reducer_version, fingerprint, state, digest) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
     "ON CONFLICT (aggregate_id, version) DO UPDATE SET aggregate_type = excluded.aggregate_type, "
-    "position = excluded.position, max_timestamp = excluded.max_timestamp, "
+    'position = excluded.position, "timestamp" = excluded."timestamp", '
+    "max_timestamp = excluded.max_timestamp, "
     "reducer_version = excluded.reducer_version, fingerprint = excluded.fingerprint, "
     "state = excluded.state, digest = excluded.digest, created_at = now()"
 )
@@ -190,6 +192,7 @@ class PostgresReplay:
                 s.aggregate_type,
                 s.version,
                 s.position,
+                s.timestamp,
                 s.max_timestamp,
                 s.reducer_version,
                 s.fingerprint,

@@ -455,6 +455,8 @@ class Snapshot(NamedTuple):
     version: int
     position: int
     """Global position of the event at `version`."""
+    timestamp: datetime
+    """Game time of the event at `version`."""
     max_timestamp: datetime
     """The latest game time among events 1..version (they need not be in time order)."""
     reducer_version: int

@@ -43,7 +43,7 @@ _AGGREGATES = (
     "AND (aggregate_type, aggregate_id) > (:after_type, :after_id) " + _IN_RANGE
 )
 _SNAPSHOT_COLUMNS = (
-    "aggregate_id, aggregate_type, version, position, max_timestamp, reducer_version, "
+    "aggregate_id, aggregate_type, version, position, timestamp, max_timestamp, reducer_version, "
     "fingerprint, state, digest, created_at"
 )
 _LOAD_SNAPSHOTS = (
@@ -56,8 +56,8 @@ _LOAD_SNAPSHOTS = (
 )
 _SAVE_SNAPSHOT = (
     "INSERT OR REPLACE INTO snapshots (aggregate_id, aggregate_type, version, position, "
-    "max_timestamp, reducer_version, fingerprint, state, digest, created_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "timestamp, max_timestamp, reducer_version, fingerprint, state, digest, created_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -154,8 +154,8 @@ class SqliteReplay:
         found: dict[str, Snapshot] = {}
         for row in rows:
             values = list(row)
-            values[4] = datetime.fromisoformat(values[4])
-            values[9] = datetime.fromisoformat(values[9])
+            for index in (4, 5, 10):  # timestamp, max_timestamp, created_at
+                values[index] = datetime.fromisoformat(values[index])
             found[row[0]] = Snapshot(*values)
         return found
 
@@ -169,6 +169,7 @@ class SqliteReplay:
                 s.aggregate_type,
                 s.version,
                 s.position,
+                time_text(s.timestamp),
                 time_text(s.max_timestamp),
                 s.reducer_version,
                 s.fingerprint,

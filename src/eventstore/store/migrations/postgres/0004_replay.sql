@@ -10,6 +10,7 @@ CREATE TABLE snapshots (
     version         bigint NOT NULL CHECK (version >= 1),
     aggregate_type  text NOT NULL,
     position        bigint NOT NULL,
+    "timestamp"     timestamptz NOT NULL,
     max_timestamp   timestamptz NOT NULL,
     reducer_version integer NOT NULL,
     fingerprint     text NOT NULL,

@@ -7,6 +7,7 @@ CREATE TABLE snapshots (
     version         INTEGER NOT NULL CHECK (version >= 1),
     aggregate_type  TEXT NOT NULL,
     position        INTEGER NOT NULL,
+    timestamp       TEXT NOT NULL,
     max_timestamp   TEXT NOT NULL,
     reducer_version INTEGER NOT NULL,
     fingerprint     TEXT NOT NULL,

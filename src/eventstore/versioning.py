@@ -62,8 +62,11 @@ class Upcasters:
 
         Snapshots of replayed state are stored with it: state folded from events upcast by
         other upcasters (a step added, or one whose code changed) no longer matches, and is
-        rebuilt from the events. A step that is not a plain function (a partial, a callable
-        object) counts by its name only.
+        rebuilt from the events. It covers each step's own code, not the helpers or globals
+        it calls: after changing those, raise the reducers' versions (or delete snapshots:
+        `eventstore snapshots delete`). A step that is not a plain function (a partial, a
+        callable object) counts by its name only. The bytecode differs between Python
+        versions: processes on different ones do not share snapshots.
         """
         digest = hashlib.sha256()
         for (event_type, version), step in sorted(self._steps.items()):
@@ -119,11 +122,20 @@ def _code_digest(code: types.CodeType) -> str:
     digest = hashlib.sha256(code.co_code)
     digest.update(repr(code.co_names).encode())
     for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            digest.update(_code_digest(const).encode())
-        else:
-            digest.update(repr(const).encode())
+        digest.update(_const_text(const).encode())
     return digest.hexdigest()
+
+
+def _const_text(const: Any) -> str:
+    """A constant as text that is the same in every process (a frozenset's order, and so
+    its repr, follows the hash seed)."""
+    if isinstance(const, types.CodeType):
+        return _code_digest(const)
+    if isinstance(const, frozenset):
+        return "frozenset(" + ",".join(sorted(_const_text(c) for c in const)) + ")"
+    if isinstance(const, tuple):
+        return "(" + ",".join(_const_text(c) for c in const) + ")"
+    return repr(const)
 
 
 class PayloadSchemas:

@@ -29,7 +29,7 @@ from eventstore.errors import (
     ReplayError,
 )
 from eventstore.replay import Reducer, Replayer, ReplayResult, StateChange, _replayer, state_json
-from eventstore.store import AggregateRef
+from eventstore.store import AggregateRef, Claim
 from eventstore.store.postgres import PostgresEventStore
 from eventstore.store.sqlite import SqliteEventStore
 from eventstore.versioning import Upcasters
@@ -1182,11 +1182,24 @@ def test_read_aggregates_returns_events_upcast(store_factory: StoreFactory) -> N
 
 
 def test_a_request_is_claimed_once_and_answered_from_its_record(store: EventStore) -> None:
-    assert store.claim_request("r-1", "rebuild") is None
-    assert store.claim_request("r-1", "rebuild") is None  # claimed, never finished: run it
-    store.finish_request("r-1", '{"ok": true}')
-    assert store.claim_request("r-1", "rebuild") == '{"ok": true}'
-    assert store.claim_request("r-2", "rebuild") is None
-    store.finish_request("r-2", '{"ok": false}')
-    assert store.claim_request("r-2", "rebuild") == '{"ok": false}'
-    assert store.claim_request("r-1", "rebuild") == '{"ok": true}'
+    hour = 3600.0
+    assert store.claim_request("r-1", "rebuild", "w-a", hour) == Claim(None, None)
+    # Another worker while the claim is fresh: told who runs it, not given the claim.
+    busy = store.claim_request("r-1", "rebuild", "w-b", hour)
+    assert (busy.reply, busy.holder) == (None, "w-a") and busy.claimed_at is not None
+    assert store.claim_request("r-1", "rebuild", "w-a", hour) == Claim(None, None)  # its own again
+    # Only the claimer stores the reply, once.
+    assert store.finish_request("r-1", "w-b", '{"ok": false}') is False
+    assert store.finish_request("r-1", "w-a", '{"ok": true}') is True
+    assert store.finish_request("r-1", "w-a", '{"ok": false}') is False
+    assert store.claim_request("r-1", "rebuild", "w-b", hour).reply == '{"ok": true}'
+    assert store.claim_request("r-1", "rebuild", "w-b", 0.0).reply == '{"ok": true}'
+
+
+def test_a_claim_never_finished_is_taken_over_after_the_timeout(store: EventStore) -> None:
+    assert store.claim_request("r-2", "rebuild", "w-dead", 3600.0) == Claim(None, None)
+    assert store.claim_request("r-2", "rebuild", "w-b", 0.0) == Claim(None, None)  # stale: taken
+    assert store.finish_request("r-2", "w-dead", '{"ok": true}') is False  # no longer its own
+    assert store.claim_request("r-2", "rebuild", "w-dead", 3600.0).holder == "w-b"
+    assert store.finish_request("r-2", "w-b", '{"ok": false}') is True
+    assert store.claim_request("r-2", "rebuild", "w-c", 3600.0).reply == '{"ok": false}'

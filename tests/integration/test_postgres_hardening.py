@@ -23,6 +23,7 @@ from eventstore import (
 )
 from eventstore.errors import StoreBusyError
 from eventstore.replay import Reducer, Replayer
+from eventstore.store import Claim
 from eventstore.store.postgres import PostgresEventStore
 from tests.conftest import StoreFactory, unique_name
 from tests.contract.test_store_contract import all_events
@@ -229,8 +230,8 @@ def test_an_application_role_appends_and_reads_but_cannot_change_history(
         assert Replayer(app, [folds]).replay_to("p").state == 3
         assert app.snapshot_count("p") == 1
         assert Replayer(app, [folds]).replay_to("p").snapshot_version == 2
-        assert app.claim_request("r-1", "rebuild") is None
-        app.finish_request("r-1", "{}")
+        assert app.claim_request("r-1", "rebuild", "w", 60.0) == Claim(None, None)
+        assert app.finish_request("r-1", "w", "{}")
         with pytest.raises(ConfigurationError, match="may not"):
             app.migrate()
     with psycopg.connect(app_url, autocommit=True) as conn:

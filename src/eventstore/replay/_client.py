@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import uuid
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -90,33 +91,39 @@ class ReplayClient(Closing):
         while not self._closed.is_set():
             try:
                 polled = self._consumer.poll(timeout_ms=100)
-            except KafkaError as error:
+            except Exception as error:  # the reader never dies while the client is open
+                if self._closed.is_set():
+                    return
                 log.warning("reading %s: %s; retrying", self.results, error)
                 self._closed.wait(0.5)
                 continue
-            except Exception:  # closed under it
-                if self._closed.is_set():
-                    return
-                raise
             for records in polled.values():
                 for record in records:
-                    if record.key is None:
-                        continue
-                    with self._lock:
-                        future = self._waiting.pop(record.key.decode("utf-8", "replace"), None)
-                    if future is None:
-                        continue  # another client's, or a second copy of one answered
                     try:
-                        future.set_result(json.loads(record.value))
-                    except ValueError as error:
-                        future.set_exception(
-                            RequestError("invalid_reply", f"the reply is not JSON: {error}")
-                        )
+                        self._deliver(record)
+                    except Exception:  # a malformed record is skipped, never fatal
+                        log.exception("skipping a malformed reply at offset %d", record.offset)
+
+    def _deliver(self, record: Any) -> None:
+        if record.key is None:
+            return
+        with self._lock:
+            future = self._waiting.pop(record.key.decode("utf-8", "replace"), None)
+        if future is None:
+            return  # another client's, or a second copy of one answered
+        try:
+            reply = json.loads(record.value)
+        except (TypeError, ValueError) as error:
+            future.set_exception(RequestError("invalid_reply", f"the reply is not JSON: {error}"))
+            return
+        future.set_result(reply)
 
     def send(self, request: dict[str, Any], *, timeout: float | None = None) -> dict[str, Any]:
         """Send a request (a dict; `request_id` and `deadline` are filled in when absent) and
-        return its reply document. RequestTimeoutError when none comes within `timeout`."""
+        return its reply document. RequestTimeoutError when none comes within `timeout`
+        (send and reply together)."""
         wait = self.timeout if timeout is None else timeout
+        give_up = time.monotonic() + wait
         request = dict(request)
         request.setdefault("request_id", str(uuid.uuid4()))
         if "deadline" not in request:
@@ -125,14 +132,22 @@ class ReplayClient(Closing):
         request_id = str(request["request_id"])
         future: Future[dict[str, Any]] = Future()
         with self._lock:
+            if self._closed.is_set():
+                raise RequestError("closed", "this client is closed; open a new ReplayClient")
+            if request_id in self._waiting:
+                raise RequestError(
+                    "duplicate_request",
+                    f"request {request_id} is already waiting for its reply in this client; "
+                    "wait for it, or use another request id",
+                )
             self._waiting[request_id] = future
         try:
             self._producer.send(
                 self.control,
                 key=request_id.encode(),
                 value=json.dumps(request, default=str).encode(),
-            ).get(timeout=wait)
-            return future.result(timeout=wait)
+            ).get(timeout=max(0.001, give_up - time.monotonic()))
+            return future.result(timeout=max(0.001, give_up - time.monotonic()))
         except FutureTimeout:
             raise RequestTimeoutError(
                 "timeout",
@@ -143,7 +158,8 @@ class ReplayClient(Closing):
             raise PublishError(f"sending the request to {self.control} failed: {error}") from error
         finally:
             with self._lock:
-                self._waiting.pop(request_id, None)
+                if self._waiting.get(request_id) is future:
+                    del self._waiting[request_id]
 
     def request(self, request: dict[str, Any], *, timeout: float | None = None) -> Any:
         """Send a request and return its result; an error reply raises RequestError (its
@@ -181,9 +197,19 @@ class ReplayClient(Closing):
         return result
 
     def rebuild(
-        self, projection: str, *, aggregate_id: str | None = None, timeout: float | None = None
+        self,
+        projection: str,
+        *,
+        aggregate_id: str | None = None,
+        request_id: str | None = None,
+        timeout: float | None = None,
     ) -> dict[str, Any]:
+        """Rebuild a projection (or one aggregate of it) through a worker. Sending it again
+        with the same `request_id` (after a timeout) gets the first run's result: it runs
+        once per request id."""
         request: dict[str, Any] = {"kind": "rebuild", "projection": projection}
+        if request_id is not None:
+            request["request_id"] = request_id
         if aggregate_id is not None:
             request["aggregate_id"] = aggregate_id
         result: dict[str, Any] = self.request(request, timeout=timeout)
@@ -198,8 +224,13 @@ class ReplayClient(Closing):
         self._consumer.close()
 
     def close(self) -> None:
-        if self._closed.is_set():
-            return
-        self._closed.set()
+        """Stop reading replies; requests still waiting fail at once (RequestError "closed")."""
+        with self._lock:
+            if self._closed.is_set():
+                return
+            self._closed.set()
+            waiting, self._waiting = self._waiting, {}
+        for future in waiting.values():
+            future.set_exception(RequestError("closed", "the client was closed while waiting"))
         self._reader.join(timeout=5)
         self._close_clients()

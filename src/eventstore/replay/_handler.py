@@ -23,6 +23,7 @@ from eventstore.errors import (
 from eventstore.replay._replayer import Replayer
 from eventstore.replay._requests import (
     EXPIRED,
+    IN_PROGRESS,
     INTERNAL,
     INVALID_REQUEST,
     NOT_FOUND,
@@ -37,7 +38,7 @@ from eventstore.replay._requests import (
     parse_request,
     reply_document,
 )
-from eventstore.store import EventStore
+from eventstore.store import Claim, EventStore
 
 if TYPE_CHECKING:
     from eventstore.consumers import DeadLetterSink, Projection
@@ -89,6 +90,7 @@ class ControlHandler:
         dead_letters: DeadLetterSink | None = None,
         worker_id: str = "worker",
         stop: threading.Event | None = None,
+        claim_timeout: float = 3600.0,
     ) -> None:
         self.store = store
         self.replayer = replayer
@@ -96,6 +98,7 @@ class ControlHandler:
         self.dead_letters = dead_letters
         self.worker_id = worker_id
         self.stop = stop or threading.Event()
+        self.claim_timeout = claim_timeout
 
     def handle(self, value: bytes | None) -> Outcome:
         try:
@@ -187,26 +190,52 @@ class ControlHandler:
         return result
 
     def _rebuild(self, request: RebuildRequest) -> Outcome:
-        """A rebuild runs at most once per request id: the store records its claim and its
-        reply; a request delivered again (Kafka delivers at least once) is answered from the
-        record. A claim without a reply means the worker that took it died mid-way: running
-        it again is safe (a new rebuild fences out the abandoned one's generation)."""
-
-        def claim() -> str | None:
-            return self.store.claim_request(request.request_id, "rebuild")
-
-        stored: list[str | None] = []
-        outcome = self._retrying(request, lambda: stored.append(claim()))
+        """A rebuild runs at most once per request id: the store records who claimed it and
+        its reply; a request delivered again (Kafka delivers at least once) is answered from
+        the record, or, while another worker runs it, with a retriable `in_progress`. A claim
+        older than `claim_timeout` without a reply means the worker that took it died: it is
+        taken over and run again (safe: a new rebuild fences out an abandoned one's
+        generation, and only the claimer's reply is stored)."""
+        claims: list[Claim] = []
+        outcome = self._retrying(
+            request,
+            lambda: claims.append(
+                self.store.claim_request(
+                    request.request_id, "rebuild", self.worker_id, self.claim_timeout
+                )
+            ),
+        )
         if outcome.code is not None:
             return outcome
-        if stored[0] is not None:
-            document = json.loads(stored[0])
+        claim = claims[-1]
+        if claim.reply is not None:
+            try:
+                document = json.loads(claim.reply)
+            except ValueError:
+                document = None
+            if not isinstance(document, dict):
+                return self._error(
+                    request.request_id,
+                    request.kind,
+                    INTERNAL,
+                    "the stored reply of this request is damaged; send the request again with "
+                    "a new request id to run it again",
+                )
             document.update(
                 duplicate=True,
                 worker=self.worker_id,
                 answered_at=datetime.now(UTC).isoformat().replace("+00:00", "Z"),
             )
             return Outcome(request.request_id, request.kind, document)
+        if claim.holder is not None:
+            since = claim.claimed_at.isoformat(timespec="seconds") if claim.claimed_at else "?"
+            return self._error(
+                request.request_id,
+                request.kind,
+                IN_PROGRESS,
+                f"worker {claim.holder} is running this request (since {since}); send it "
+                "again later with the same request id to get its result",
+            )
         projection = self.projections.get(request.projection)
         if projection is None:
             known = ", ".join(sorted(self.projections)) or "none"
@@ -222,7 +251,9 @@ class ControlHandler:
             finish = outcome.reply
             self._retrying(
                 request,
-                lambda: self.store.finish_request(request.request_id, json.dumps(finish)),
+                lambda: self.store.finish_request(
+                    request.request_id, self.worker_id, json.dumps(finish)
+                ),
             )
         return outcome
 
@@ -267,5 +298,5 @@ def _code(error: EventStoreError) -> tuple[str, str]:
     if isinstance(error, ReplayError | UpcastError):
         return REPLAY_FAILED, message
     if isinstance(error, ProjectionError):
-        return REBUILD_FAILED, message
+        return REBUILD_FAILED, f"{message} (to run it again, send it with a new request id)"
     return INTERNAL, f"{type(error).__name__}: {message}"

@@ -12,6 +12,14 @@ Delivery contract (the worker's side):
   request id goes to `<prefix>.dlq.control` (headers say what was wrong). Neither stops the
   worker.
 - SIGTERM (`stop`) lets the request in hand finish, reply and commit, then leaves the group.
+
+Rebalances. A request runs on a thread of its own while the worker keeps polling with every
+partition paused, so that a long request (a rebuild) never keeps the group from rebalancing
+(the cooperative-sticky assignor moves only the partitions that change owner). Records a
+poll returns while paused (a partition assigned meanwhile) are sought back, never skipped.
+A request whose partition is revoked while it runs still finishes and replies; its commit
+then fails, and the partition's new owner answers it again: a duplicate reply, which the
+contract allows. The rest of a polled batch of a revoked partition is left to the new owner.
 """
 
 from __future__ import annotations
@@ -24,17 +32,28 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
+from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 from kafka.errors import (
+    ClusterAuthorizationFailedError,
     CommitFailedError,
+    GroupAuthorizationFailedError,
+    InvalidConfigurationError,
+    InvalidPartitionsError,
+    InvalidReplicationFactorError,
+    InvalidTopicError,
     KafkaError,
     MessageSizeTooLargeError,
+    PolicyViolationError,
     RecordListTooLargeError,
     TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
 )
 from kafka.structs import OffsetAndMetadata
 
@@ -48,7 +67,7 @@ from eventstore._topics import (
 from eventstore.errors import ConfigurationError, PublishError
 from eventstore.replay._handler import Abandoned, ControlHandler, Outcome
 from eventstore.replay._metrics import ReplayMetrics
-from eventstore.replay._requests import TOO_LARGE, reply_document
+from eventstore.replay._requests import INTERNAL, TOO_LARGE, reply_document
 
 log = logging.getLogger(__name__)
 
@@ -116,18 +135,52 @@ def ensure_control_topics(
         admin.close()
 
 
-def _backing_off(call: Callable[[], T], stop: threading.Event, what: str) -> T | None:
-    """`call()` until it succeeds (None if `stop` is set first), pausing 0.2 s doubling to
-    5 s between Kafka failures."""
+# Kafka refuses these whatever the moment: a configuration to fix, not an outage to wait out.
+_REFUSED = (
+    InvalidConfigurationError,
+    InvalidPartitionsError,
+    InvalidReplicationFactorError,
+    InvalidTopicError,
+    PolicyViolationError,
+    TopicAuthorizationFailedError,
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+)
+
+
+def _backing_off(
+    call: Callable[[], T], stop: threading.Event, what: str, *, at_least_once: bool = False
+) -> T | None:
+    """`call()` until it succeeds, pausing 0.2 s doubling to 5 s between Kafka failures;
+    None once `stop` is set (after one attempt when `at_least_once`). A refusal that no
+    retry can change raises ConfigurationError."""
     pause = 0.2
-    while not stop.is_set():
+    attempted = False
+    while not stop.is_set() or (at_least_once and not attempted):
+        attempted = True
         try:
             return call()
+        except _REFUSED as error:
+            raise ConfigurationError(
+                f"{what}: Kafka refused ({type(error).__name__}: {error}); check the topic "
+                "settings (partitions, replication factor) and this client's permissions"
+            ) from error
         except (KafkaError, PublishError, OSError) as error:
             log.warning("%s: %s; retrying in %.1f s", what, error, pause)
             stop.wait(pause)
             pause = min(pause * 2, 5.0)
     return None
+
+
+def _request_id(value: bytes | None) -> str | None:
+    """The request id of a record, when one can be read (for a reply even to a record that
+    broke the handler)."""
+    try:
+        data = json.loads(value or b"")
+    except (ValueError, RecursionError):
+        return None
+    found = data.get("request_id") if isinstance(data, dict) else None
+    return found if isinstance(found, str) and 0 < len(found) <= 200 else None
 
 
 class ReplayWorker:
@@ -159,6 +212,7 @@ class ReplayWorker:
         self.dlq = control_dlq_topic(topic_prefix)
         self.answered = 0
         """Replies acknowledged so far (for tests and the CLI's summary)."""
+        self._producer_in_use: KafkaProducer | None = None
 
     def _consumer(self) -> KafkaConsumer:
         consumer = KafkaConsumer(
@@ -172,8 +226,8 @@ class ReplayWorker:
             fetch_max_wait_ms=50,
             session_timeout_ms=int(self.session_timeout * 1000),
             heartbeat_interval_ms=max(1000, int(self.session_timeout * 1000) // 3),
-            # A rebuild may run long; the group must not evict its worker meanwhile.
-            max_poll_interval_ms=3_600_000,
+            # Only the partitions that change owner move (see the module's notes).
+            partition_assignment_strategy=[CooperativeStickyAssignor()],
         )
         consumer.subscribe([self.control])
         return consumer
@@ -206,7 +260,7 @@ class ReplayWorker:
         consumer = _backing_off(self._consumer, stop, "joining the replay workers' group")
         if consumer is None:
             return
-        producer: KafkaProducer | None = None
+        executor = ThreadPoolExecutor(1, thread_name_prefix="replay-request")
         try:
             while not stop.is_set():
                 try:
@@ -220,47 +274,92 @@ class ReplayWorker:
                         # Between requests, not within one: the request in hand finishes.
                         if stop.is_set():
                             return
-                        producer = self._one(consumer, producer, partition, record, stop)
+                        if partition not in consumer.assignment():
+                            break  # revoked meanwhile: its new owner answers the rest
+                        self._one(consumer, executor, partition, record, stop)
         finally:
-            if producer is not None:
-                producer.close(timeout=5)
+            executor.shutdown(wait=True)
+            self._close_producer(timeout=5)
             consumer.close(autocommit=False)
+
+    def _close_producer(self, timeout: float) -> None:
+        producer, self._producer_in_use = self._producer_in_use, None
+        if producer is not None:
+            with contextlib.suppress(KafkaError):
+                producer.close(timeout=timeout)
+
+    def _run(
+        self, consumer: KafkaConsumer, executor: ThreadPoolExecutor, record: Any
+    ) -> Outcome | None:
+        """The record's outcome, computed on the executor's thread while this one keeps the
+        consumer polling with every partition paused (None: abandoned on stop)."""
+        future: Future[Outcome] = executor.submit(self.handler.handle, record.value)
+        try:
+            while True:
+                try:
+                    return future.result(timeout=0.1)
+                except FutureTimeout:
+                    pass
+                consumer.pause(*consumer.assignment())
+                try:
+                    stray = consumer.poll(timeout_ms=0)
+                except KafkaError as error:
+                    log.warning("polling while a request runs: %s", error)
+                    continue
+                for partition, records in stray.items():  # never skipped: fetched again later
+                    consumer.seek(partition, records[0].offset)
+        except Abandoned as error:
+            log.warning("stopping with a request unanswered (%s); another worker takes it", error)
+            return None
+        except Exception as error:  # a bug of ours: answered as such, the worker goes on
+            log.exception("control record at %s:%d broke the handler", record.topic, record.offset)
+            problem = f"internal: {type(error).__name__}: {error}"
+            request_id = _request_id(record.value)
+            if request_id is None:
+                return Outcome(None, None, None, problem)
+            reply = reply_document(
+                request_id,
+                None,
+                worker=self.handler.worker_id,
+                error=(INTERNAL, f"the worker failed on this request ({problem}); report it"),
+            )
+            return Outcome(request_id, None, reply)
+        finally:
+            consumer.resume(*consumer.paused())
 
     def _one(
         self,
         consumer: KafkaConsumer,
-        producer: KafkaProducer | None,
+        executor: ThreadPoolExecutor,
         partition: TopicPartition,
         record: Any,
         stop: threading.Event,
-    ) -> KafkaProducer | None:
+    ) -> None:
         started = time.monotonic()
         if record.timestamp and record.timestamp > 0:
             self.metrics.queued.observe(max(0.0, time.time() - record.timestamp / 1000))
         self.metrics.in_progress.inc()
         try:
-            outcome = self.handler.handle(record.value)
-        except Abandoned as error:
-            log.warning("stopping with a request unanswered (%s); another worker takes it", error)
-            return producer
-        except Exception as error:  # a bug of ours: the record is set aside, the worker goes on
-            log.exception("control record at %s:%d broke the handler", record.topic, record.offset)
-            outcome = Outcome(None, None, None, f"internal: {type(error).__name__}: {error}")
+            outcome = self._run(consumer, executor, record)
         finally:
             self.metrics.in_progress.dec()
+        if outcome is None:
+            return
 
-        def send() -> KafkaProducer:
-            current = producer or self._producer()
+        def send() -> bool:
+            if self._producer_in_use is None:
+                self._producer_in_use = self._producer()
             try:
-                self._send(current, outcome, record)
+                self._send(self._producer_in_use, outcome, record)
             except KafkaError:
-                current.close(timeout=0)
+                self._close_producer(timeout=0)  # the next attempt makes a fresh one
                 raise
-            return current
+            return True
 
-        producer = _backing_off(send, stop, f"replying on {self.results}")
-        if producer is None:
-            return None  # stopped before the reply was acknowledged: left uncommitted
+        # At least one attempt even when stopping: the request in hand is answered.
+        sent = _backing_off(send, stop, f"replying on {self.results}", at_least_once=True)
+        if sent is None:
+            return  # stopped before the reply was acknowledged: left uncommitted
         kind = outcome.kind if outcome.kind in ("replay", "rebuild", "ping") else "invalid"
         self.metrics.latency.labels(kind).observe(time.monotonic() - started)
         if outcome.reply is not None:
@@ -280,7 +379,6 @@ class ReplayWorker:
                 record.offset,
                 error,
             )
-        return producer
 
     def _send(self, producer: KafkaProducer, outcome: Outcome, record: Any) -> None:
         if outcome.reply is None:

@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from eventstore._frozen import FrozenDict, FrozenList
 from eventstore.errors import ConfigurationError, ReplayError
 from eventstore.events import Event
 
@@ -32,7 +33,23 @@ def state_json(state: Any) -> str:
             "it does not come back the same from JSON (keys must be strings, sequences "
             "lists, no sets or tuples)"
         )
+    if _holds_frozen(state):
+        # An event's payload is immutable: a state holding a part of it would fail to
+        # change in place where the same state read back from a snapshot would not.
+        raise ValueError(
+            "it holds an immutable part of an event's payload; copy it into the state, e.g. "
+            'list(event.payload["items"]) or dict(event.payload["stats"])'
+        )
     return text
+
+
+def _holds_frozen(value: Any) -> bool:
+    kind = type(value)
+    if kind is dict:
+        return any(_holds_frozen(item) for item in value.values())
+    if kind is list:
+        return any(_holds_frozen(item) for item in value)
+    return kind is FrozenDict or kind is FrozenList
 
 
 class Reducer:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -39,7 +39,14 @@ from eventstore.errors import (
 from eventstore.events import Event
 from eventstore.replay._diff import StateChange, diff
 from eventstore.replay._reducers import Reducer, check_reducers
-from eventstore.store import AggregateReads, AggregateRef, LogMonitor, Snapshot, Snapshots
+from eventstore.store import (
+    MAX_READ_LIMIT,
+    AggregateReads,
+    AggregateRef,
+    LogMonitor,
+    Snapshot,
+    Snapshots,
+)
 from eventstore.versioning import Upcasters
 
 log = logging.getLogger(__name__)
@@ -48,6 +55,8 @@ PAGE = 2_000
 """Events read per round trip replaying one aggregate."""
 MANY_PAGE = 10_000
 """Events read per round trip replaying a page of the world."""
+HELD_WINDOW = 1_000
+"""How far after the stop of an `at` replay `held_back` looks."""
 _TYPE_CACHE = 100_000
 
 
@@ -83,7 +92,7 @@ class ReplayResult:
     """`latest`, `version`, `at` or `position`."""
     held_back: int = 0
     """With `at`: events stamped at or before it that come after the first one stamped
-    later (counted in the page read; see the module's notes on `at`)."""
+    later (among the 1,000 events after it; see the module's notes on `at`)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -234,21 +243,21 @@ class Replayer:
 
     def _verified(self, snapshot: Snapshot) -> Any | None:
         """The snapshot's state, or None (with a warning) when the row is damaged."""
-        expected = _digest(
-            snapshot.aggregate_id,
-            snapshot.version,
-            snapshot.position,
-            snapshot.timestamp,
-            snapshot.max_timestamp,
-            snapshot.reducer_version,
-            snapshot.fingerprint,
-            snapshot.state,
-        )
-        if expected == snapshot.digest:
-            try:
+        try:
+            expected = _digest(
+                snapshot.aggregate_id,
+                snapshot.version,
+                snapshot.position,
+                snapshot.timestamp,
+                snapshot.max_timestamp,
+                snapshot.reducer_version,
+                snapshot.fingerprint,
+                snapshot.state,
+            )
+            if expected == snapshot.digest:
                 return json.loads(snapshot.state)
-            except ValueError:
-                pass
+        except (TypeError, ValueError, AttributeError):  # a column of the wrong type
+            pass
         log.warning(
             "snapshot of %s v%d is damaged (its digest does not match); ignored, and "
             "replaced on the next replay past it",
@@ -303,7 +312,8 @@ class Replayer:
             fold.snapshot_version = snapshot.version
         return folds
 
-    def _save(self, folds: Iterable[_Fold]) -> None:
+    def _save(self, folds: Collection[_Fold]) -> None:
+        """Store the snapshots the folds passed since the last save."""
         rows = [
             Snapshot(
                 aggregate_id=fold.aggregate_id,
@@ -329,6 +339,8 @@ class Replayer:
             for fold in folds
             for version, position, timestamp, max_timestamp, text in fold.snapshots
         ]
+        for fold in folds:
+            fold.snapshots.clear()
         if not rows:
             return
         try:
@@ -403,6 +415,10 @@ class Replayer:
         """
         target = _target(at=at, version=version, position=position)
         reducer = self.reducer_for(self.aggregate_type(aggregate_id))
+        if position is not None:
+            # Held below the log's horizon, for snapshots and events alike: the answer never
+            # changes once given, and is the same with or without snapshots.
+            position = self.cut(position)
         try:
             return self._replay(reducer, aggregate_id, target, at, version, position, check=False)
         except _NotJson:
@@ -436,12 +452,13 @@ class Replayer:
             )
             for index, event in enumerate(page):
                 if at is not None and event.timestamp > at:
-                    held_back = sum(1 for e in page[index + 1 :] if e.timestamp <= at)
+                    held_back = self._held_back(aggregate_id, page, index, at)
                     break
                 self._apply(fold, event, check=check)
             else:
                 if len(page) == PAGE:
                     after = page[-1].version
+                    self._save([fold])  # as it goes: memory stays bounded by a page
                     continue
             break
         if version is not None and fold.version < version:
@@ -452,6 +469,17 @@ class Replayer:
         result = self._finish(fold, target, held_back)
         self._save([fold])
         return result
+
+    def _held_back(self, aggregate_id: str, page: list[Event], stop: int, at: datetime) -> int:
+        """Of the HELD_WINDOW events after the first one stamped after `at` (at `stop` in
+        `page`), how many are stamped at or before it (the same whatever page the read began
+        at: with or without a snapshot)."""
+        following = page[stop + 1 : stop + 1 + HELD_WINDOW]
+        if len(following) < HELD_WINDOW and len(page) == PAGE:
+            following += self.store.read_aggregates(
+                {aggregate_id: page[-1].version}, limit=HELD_WINDOW - len(following)
+            )
+        return sum(1 for event in following if event.timestamp <= at)
 
     def history(
         self, aggregate_id: str, *, from_version: int = 1, to_version: int | None = None
@@ -559,20 +587,28 @@ class Replayer:
         # Events come ordered by aggregate id (code point order on both backends); a full
         # page ends inside the last aggregate it holds, so the next read goes on from there
         # and from the aggregates after it.
+        # Each read takes at most `each` events of every aggregate still to read (versions are
+        # contiguous: the ones after its last, up to `each` more), so that every event is read
+        # once; an aggregate that got fewer is done.
         remaining = {i: f.version for i, f in folds.items()}
         while remaining:
-            page = self.store.read_aggregates(remaining, max_position=cut, limit=MANY_PAGE)
+            each = max(1, MANY_PAGE // len(remaining))
+            page = self.store.read_aggregates(
+                remaining,
+                max_position=cut,
+                per_aggregate=each,
+                limit=min(MAX_READ_LIMIT, each * len(remaining)),  # never the one to cut
+            )
+            got: dict[str, int] = {}
             for event in page:
                 try:
                     self._apply(folds[event.aggregate_id], event, check=False)
                 except _NotJson:
                     self.replay_to(event.aggregate_id, position=cut)  # raises, naming the event
                     raise
-            if len(page) < MANY_PAGE:
-                break
-            last = page[-1]
-            remaining = {i: v for i, v in remaining.items() if i > last.aggregate_id}
-            remaining[last.aggregate_id] = last.version
+                got[event.aggregate_id] = got.get(event.aggregate_id, 0) + 1
+            remaining = {i: folds[i].version for i, n in got.items() if n >= each}
+            self._save(folds.values())
         results = []
         for ref in refs:
             try:
@@ -580,8 +616,6 @@ class Replayer:
             except _NotJson:
                 self.replay_to(ref.aggregate_id, position=cut)  # raises, naming the event
                 raise
-
-        self._save(folds.values())
         return results
 
 

@@ -44,9 +44,10 @@ REPLAY_FAILED = "replay_failed"
 UNKNOWN_PROJECTION = "unknown_projection"
 REBUILD_FAILED = "rebuild_failed"
 UNAVAILABLE = "unavailable"
+IN_PROGRESS = "in_progress"
 TOO_LARGE = "too_large"
 INTERNAL = "internal"
-RETRIABLE_CODES = frozenset({UNAVAILABLE})
+RETRIABLE_CODES = frozenset({UNAVAILABLE, IN_PROGRESS})
 
 
 class _Request(BaseModel):

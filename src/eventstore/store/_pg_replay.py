@@ -13,31 +13,30 @@ from psycopg import sql
 
 from eventstore.events import Event
 from eventstore.store._checks import check_after, check_limit, check_time, prefix_range
-from eventstore.store._protocol import AggregateRef, Snapshot
+from eventstore.store._pg_horizon import HORIZON
+from eventstore.store._protocol import AggregateRef, Claim, Snapshot
 from eventstore.store._rows import EVENT_COLUMNS, event_from_row
 from eventstore.versioning import Upcasters
 
 _MAX = 2**63 - 1
+_NO_CAP = 2**62  # added to a version, stays within bigint
 _COLUMNS = sql.SQL(", ").join(sql.Identifier("e", name) for name in EVENT_COLUMNS)
-# A position bound is also held below the log's horizon (the first position a transaction
-# still running could be writing): a cut at position P must not change afterwards, and an
-# event committing later with a position below P would change it (see 0001_initial.sql).
-_HORIZON = sql.SQL(
-    "((pg_snapshot_xmin(pg_current_snapshot())::text::bigint "
-    "+ (SELECT base FROM position_base)) << 16)"
-)
+# A position bound is also held below the log's horizon (_pg_horizon.py): a cut at position
+# P must not change afterwards, and an event committing later with a position below P would.
 _ONE = sql.SQL(
     "SELECT {cols} FROM events e WHERE e.aggregate_id = %(id)s AND e.version > %(after)s "
-    "AND e.version <= %(max_version)s {bound} ORDER BY e.version LIMIT %(limit)s"
+    "AND e.version <= %(max_version)s AND e.version <= %(after)s + %(each)s {bound} "
+    "ORDER BY e.version LIMIT %(limit)s"
 )
 _MANY = sql.SQL(
     "SELECT {cols} FROM unnest(%(ids)s::text[], %(afters)s::bigint[]) AS t(id, after) "
     "CROSS JOIN LATERAL (SELECT * FROM events e WHERE e.aggregate_id = t.id "
-    "AND e.version > t.after AND e.version <= %(max_version)s {bound} "
+    "AND e.version > t.after AND e.version <= %(max_version)s "
+    "AND e.version <= t.after + %(each)s {bound} "
     'ORDER BY e.version) e ORDER BY e.aggregate_id COLLATE "C", e.version LIMIT %(limit)s'
 )
 _BOUND = sql.SQL("AND e.position <= %(max_position)s AND e.position < {horizon}").format(
-    horizon=_HORIZON
+    horizon=sql.SQL(HORIZON)
 )
 _QUERIES = {
     (many, bounded): (_MANY if many else _ONE).format(
@@ -51,7 +50,7 @@ _TYPE = 'aggregate_type COLLATE "C"'
 _ID = 'aggregate_id COLLATE "C"'
 _IN_RANGE = (
     f"AND {_ID} >= %(low)s AND (%(high)s::text IS NULL OR {_ID} < %(high)s) "
-    "AND position <= %(max_position)s "
+    f"AND position <= %(max_position)s AND (%(unbounded)s OR position < {HORIZON}) "
     f"ORDER BY {_TYPE}, {_ID} LIMIT %(limit)s"
 )
 _AGGREGATES_OF_TYPE = (
@@ -84,10 +83,16 @@ _SAVE_SNAPSHOT = (
     "reducer_version = excluded.reducer_version, fingerprint = excluded.fingerprint, "
     "state = excluded.state, digest = excluded.digest, created_at = now()"
 )
+# Claimed now when new, or when unfinished and either ours or older than the timeout; else
+# no row comes back and the existing one says why.
 _CLAIM = (
-    "INSERT INTO control_requests (request_id, kind) VALUES (%s, %s) "
-    "ON CONFLICT (request_id) DO UPDATE SET claimed_at = now() "
-    "RETURNING reply"
+    "INSERT INTO control_requests (request_id, kind, claimed_by) "
+    "VALUES (%(id)s, %(kind)s, %(owner)s) "
+    "ON CONFLICT (request_id) DO UPDATE SET claimed_by = excluded.claimed_by, "
+    "claimed_at = now() WHERE control_requests.reply IS NULL "
+    "AND (control_requests.claimed_by = excluded.claimed_by "
+    "OR control_requests.claimed_at < now() - make_interval(secs => %(timeout)s)) "
+    "RETURNING request_id"
 )
 
 
@@ -124,6 +129,7 @@ class PostgresReplay:
             "low": low,
             "high": high,
             "max_position": _MAX if max_position is None else max_position,
+            "unbounded": max_position is None,
             "after_type": after.aggregate_type if after else "",
             "after_id": after.aggregate_id if after else "",
         }
@@ -140,12 +146,15 @@ class PostgresReplay:
         *,
         max_version: int | None = None,
         max_position: int | None = None,
+        per_aggregate: int | None = None,
         limit: int = 1000,
     ) -> list[Event]:
         if not after_versions:
             return []
         params: dict[str, Any] = {"limit": check_limit(limit)}
         params.update(_bounds(max_version, max_position))
+        # A bound on version (so an index range): no more than `each` after each `after`.
+        params["each"] = _NO_CAP if per_aggregate is None else check_limit(per_aggregate)
         many = len(after_versions) > 1
         if many:
             params["ids"] = list(after_versions)
@@ -227,16 +236,24 @@ class PostgresReplay:
 
     # -- control requests -------------------------------------------------------------------
 
-    def claim_request(self, request_id: str, kind: str) -> str | None:
-        with self._connection() as conn:
-            row = conn.execute(_CLAIM, (request_id, kind)).fetchone()
+    def claim_request(self, request_id: str, kind: str, owner: str, timeout: float) -> Claim:
+        params = {"id": request_id, "kind": kind, "owner": owner, "timeout": timeout}
+        with self._connection() as conn, conn.transaction():
+            if conn.execute(_CLAIM, params).fetchone() is not None:
+                return Claim(None, None)
+            row = conn.execute(
+                "SELECT reply, claimed_by, claimed_at FROM control_requests WHERE request_id = %s",
+                (request_id,),
+            ).fetchone()
         assert row is not None
-        reply: str | None = row[0]
-        return reply
+        reply, holder, claimed_at = row
+        return Claim(reply, None if reply is not None else holder, claimed_at)
 
-    def finish_request(self, request_id: str, reply: str) -> None:
+    def finish_request(self, request_id: str, owner: str, reply: str) -> bool:
         with self._connection() as conn:
-            conn.execute(
-                "UPDATE control_requests SET reply = %s, finished_at = now() WHERE request_id = %s",
-                (reply, request_id),
+            cursor = conn.execute(
+                "UPDATE control_requests SET reply = %s, finished_at = now() "
+                "WHERE request_id = %s AND claimed_by = %s AND reply IS NULL",
+                (reply, request_id, owner),
             )
+            return cursor.rowcount == 1

@@ -433,11 +433,13 @@ class AggregateReads(Protocol):
         *,
         max_version: int | None = None,
         max_position: int | None = None,
+        per_aggregate: int | None = None,
         limit: int = 1000,
     ) -> list[Event]:
-        """At most `limit` events of these aggregates, ordered by (aggregate id, version):
-        each aggregate's versions above its `after_versions` value, up to `max_version` and
-        at or below `max_position` when given. With `max_position`, events the log's horizon
+        """At most `limit` events of these aggregates, ordered by (aggregate id, version) in
+        code-point order: each aggregate's versions above its `after_versions` value (at most
+        `per_aggregate` of them), up to `max_version` and at or below `max_position` when
+        given. With `max_position`, events the log's horizon
         does not yet make final (see `read_all`) are left out too, so that the result never
         changes once returned. Upcast, like every read."""
         ...
@@ -495,7 +497,20 @@ class Snapshots(Protocol):
         """Remove snapshots (of one aggregate, of one type, or all); returns how many."""
         ...
 
-    def snapshot_count(self, aggregate_id: str | None = None) -> int: ...
+    def snapshot_count(self, aggregate_id: str | None = None) -> int:
+        """How many snapshots are stored (of one aggregate, or in all)."""
+        ...
+
+
+class Claim(NamedTuple):
+    """What claiming a control request found."""
+
+    reply: str | None
+    """The stored reply (JSON text) when the request already finished: answer with it."""
+    holder: str | None
+    """Another worker that claimed it within the claim timeout and has not finished: it is
+    being run. Both None: the caller holds the claim now and runs it."""
+    claimed_at: datetime | None = None
 
 
 @runtime_checkable
@@ -503,14 +518,15 @@ class ControlRequests(Protocol):
     """What control requests with lasting effects have been run: a request delivered twice
     (Kafka delivers at least once) is answered again from here, not run again."""
 
-    def claim_request(self, request_id: str, kind: str) -> str | None:
-        """Record that `request_id` is being run; returns the stored reply (JSON text) when
-        it already finished, else None (claimed now, or claimed earlier by a run that never
-        finished: the caller runs it)."""
+    def claim_request(self, request_id: str, kind: str, owner: str, timeout: float) -> Claim:
+        """Claim `request_id` for `owner`, unless it finished (its reply is returned) or
+        another owner claimed it less than `timeout` seconds ago (that owner is returned).
+        A claim older than that, never finished, is taken over: its worker died."""
         ...
 
-    def finish_request(self, request_id: str, reply: str) -> None:
-        """Store the reply of a claimed request."""
+    def finish_request(self, request_id: str, owner: str, reply: str) -> bool:
+        """Store the reply of a request `owner` still holds the claim of; False (nothing
+        stored) when the claim was taken over meanwhile or a reply is already stored."""
         ...
 
 

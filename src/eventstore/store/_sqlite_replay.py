@@ -12,21 +12,23 @@ from typing import Any
 
 from eventstore.events import Event
 from eventstore.store._checks import check_after, check_limit, check_time, prefix_range
-from eventstore.store._protocol import AggregateRef, Snapshot
+from eventstore.store._protocol import AggregateRef, Claim, Snapshot
 from eventstore.store._rows import EVENT_COLUMNS, event_from_row, time_text
 from eventstore.versioning import Upcasters
 
 _MAX = 2**63 - 1
+_NO_CAP = 2**62  # added to a version, stays within bigint
 _COLUMNS = ", ".join(f"e.{name}" for name in EVENT_COLUMNS)
 _ONE = (
     f"SELECT {_COLUMNS} FROM events e WHERE e.aggregate_id = :id AND e.version > :after "  # noqa: S608
     "AND e.version <= :max_version AND e.position <= :max_position "
-    "ORDER BY e.version LIMIT :limit"
+    "AND e.version <= :after + :each ORDER BY e.version LIMIT :limit"
 )
 _MANY = (
     f"SELECT {_COLUMNS} FROM json_each(:pairs) j JOIN events e "  # noqa: S608
     "ON e.aggregate_id = json_extract(j.value, '$[0]') "
     "AND e.version > json_extract(j.value, '$[1]') "
+    "AND e.version <= json_extract(j.value, '$[1]') + :each "
     "WHERE e.version <= :max_version AND e.position <= :max_position "
     "ORDER BY e.aggregate_id, e.version LIMIT :limit"
 )
@@ -59,6 +61,9 @@ _SAVE_SNAPSHOT = (
     "timestamp, max_timestamp, reducer_version, fingerprint, state, digest, created_at) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+
+
+_DAMAGED = datetime.min.replace(tzinfo=UTC)
 
 
 def _bounds(max_version: int | None, max_position: int | None) -> dict[str, int]:
@@ -112,12 +117,15 @@ class SqliteReplay:
         *,
         max_version: int | None = None,
         max_position: int | None = None,
+        per_aggregate: int | None = None,
         limit: int = 1000,
     ) -> list[Event]:
         if not after_versions:
             return []
         params: dict[str, Any] = {"limit": check_limit(limit)}
         params.update(_bounds(max_version, max_position))
+        # A bound on version (so an index range): no more than `each` after each `after`.
+        params["each"] = _NO_CAP if per_aggregate is None else check_limit(per_aggregate)
         if len(after_versions) > 1:
             params["pairs"] = json.dumps(list(after_versions.items()))
             query = _MANY
@@ -155,7 +163,10 @@ class SqliteReplay:
         for row in rows:
             values = list(row)
             for index in (4, 5, 10):  # timestamp, max_timestamp, created_at
-                values[index] = datetime.fromisoformat(values[index])
+                try:
+                    values[index] = datetime.fromisoformat(values[index])
+                except (TypeError, ValueError):  # a damaged row: its digest cannot match
+                    values[index], values[8] = _DAMAGED, ""
             found[row[0]] = Snapshot(*values)
         return found
 
@@ -201,23 +212,33 @@ class SqliteReplay:
             ).fetchone()
         return int(row[0])
 
-    def claim_request(self, request_id: str, kind: str) -> str | None:
-        now = time_text(datetime.now(UTC))
+    def claim_request(self, request_id: str, kind: str, owner: str, timeout: float) -> Claim:
+        now = datetime.now(UTC)
         with self._transaction() as conn:
-            conn.execute(
-                "INSERT INTO control_requests (request_id, kind, claimed_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (request_id) DO UPDATE SET claimed_at = excluded.claimed_at",
-                (request_id, kind, now),
-            )
             row = conn.execute(
-                "SELECT reply FROM control_requests WHERE request_id = ?", (request_id,)
+                "SELECT reply, claimed_by, claimed_at FROM control_requests WHERE request_id = ?",
+                (request_id,),
             ).fetchone()
-        reply: str | None = row[0]
-        return reply
-
-    def finish_request(self, request_id: str, reply: str) -> None:
-        with self._transaction() as conn:
+            if row is not None:
+                reply, holder, claimed_text = row
+                claimed_at = datetime.fromisoformat(claimed_text)
+                if reply is not None:
+                    return Claim(reply, None, claimed_at)
+                if holder != owner and (now - claimed_at).total_seconds() < timeout:
+                    return Claim(None, holder, claimed_at)
             conn.execute(
-                "UPDATE control_requests SET reply = ?, finished_at = ? WHERE request_id = ?",
-                (reply, time_text(datetime.now(UTC)), request_id),
+                "INSERT INTO control_requests (request_id, kind, claimed_by, claimed_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (request_id) DO UPDATE SET "
+                "claimed_by = excluded.claimed_by, claimed_at = excluded.claimed_at",
+                (request_id, kind, owner, time_text(now)),
             )
+        return Claim(None, None)
+
+    def finish_request(self, request_id: str, owner: str, reply: str) -> bool:
+        with self._transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE control_requests SET reply = ?, finished_at = ? "
+                "WHERE request_id = ? AND claimed_by = ? AND reply IS NULL",
+                (reply, time_text(datetime.now(UTC)), request_id, owner),
+            )
+            return cursor.rowcount == 1

@@ -44,6 +44,7 @@ from eventstore.store._checks import (
 from eventstore.store._conflicts import explain_conflict, first_of_each, resolve_retry
 from eventstore.store._migrations import pending_migrations
 from eventstore.store._outbox import OUTBOX_BUCKETS, outbox_bucket
+from eventstore.store._pg_horizon import HORIZON
 from eventstore.store._pg_lease import PostgresOutboxLease, notify_channel
 from eventstore.store._pg_projections import PostgresReadModels
 from eventstore.store._pg_replay import PostgresReplay
@@ -96,20 +97,11 @@ _ALL_BY_TIME = sql.SQL(
     "WHERE \"timestamp\" >= coalesce(%(start)s::timestamptz, '-infinity') "
     'ORDER BY "timestamp", position LIMIT %(limit)s'
 ).format(cols=_COLUMNS)
-# The horizon: the first position the oldest transaction still running could be writing, so
-# every position below it is final (see the migration for why a reader then never skips an
-# event that commits later). A bound on `position` itself, not on the writing transaction's
-# id: rows restored from another cluster's dump keep that cluster's ids but get positions
-# below the horizon once `rebase_positions` has run. And it makes each read an index range
-# scan of the primary key between `after` and the horizon.
-_HORIZON = (
-    "((pg_snapshot_xmin(pg_current_snapshot())::text::bigint "
-    "+ (SELECT base FROM position_base)) << 16)"
-)
+# The horizon (see _pg_horizon.py): readers of the global log stop below it.
 _READ_ALL = sql.SQL(
     "SELECT {cols} FROM events WHERE position > %(after)s AND position < {horizon} "
     "ORDER BY position LIMIT %(limit)s"
-).format(cols=_COLUMNS, horizon=sql.SQL(_HORIZON))
+).format(cols=_COLUMNS, horizon=sql.SQL(HORIZON))
 _HORIZON_STATUS = sql.SQL(
     "WITH s AS (SELECT pg_current_snapshot() AS snap, "
     "(SELECT base FROM position_base) AS base, "

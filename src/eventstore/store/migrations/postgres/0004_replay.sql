@@ -28,11 +28,14 @@ CREATE INDEX snapshots_type ON snapshots (aggregate_type);
 CREATE INDEX events_aggregates ON events (aggregate_type COLLATE "C", aggregate_id COLLATE "C")
     WHERE version = 1;
 
--- Control requests with lasting effects (rebuilds): claimed when started, the reply kept
--- when finished, so that a request Kafka delivers again is answered, not run again.
+-- Control requests with lasting effects (rebuilds): claimed by a worker when started, the
+-- reply kept when finished, so that a request Kafka delivers again is answered, not run
+-- again. A claim older than the claim timeout, never finished, is taken over (its worker
+-- died); only the claimer stores the reply.
 CREATE TABLE control_requests (
     request_id  text PRIMARY KEY,
     kind        text NOT NULL,
+    claimed_by  text NOT NULL,
     claimed_at  timestamptz NOT NULL DEFAULT now(),
     reply       text,
     finished_at timestamptz

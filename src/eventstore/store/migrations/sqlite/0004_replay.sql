@@ -23,6 +23,7 @@ CREATE INDEX events_aggregates ON events (aggregate_type, aggregate_id) WHERE ve
 CREATE TABLE control_requests (
     request_id  TEXT PRIMARY KEY,
     kind        TEXT NOT NULL,
+    claimed_by  TEXT NOT NULL,
     claimed_at  TEXT NOT NULL,
     reply       TEXT,
     finished_at TEXT

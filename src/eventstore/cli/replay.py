@@ -20,7 +20,7 @@ from rich.table import Table
 
 from eventstore.cli._app import Context, app, configure_logging, console, errors, load_code
 from eventstore.cli.projections import DEFAULT_SPEC as DEFAULT_PROJECTIONS
-from eventstore.cli.projections import _dead_letters, load_projections
+from eventstore.cli.projections import load_projections
 from eventstore.cli.relay import KafkaOption, PartitionsOption, PrefixOption, ReplicationOption
 from eventstore.cli.store import _parse_time
 from eventstore.errors import ConfigurationError
@@ -260,6 +260,7 @@ def replay_worker(
 ) -> None:
     """Answer replay, rebuild and ping requests from the control topic until stopped
     (SIGTERM or Ctrl-C finish the request in hand, leave the group and exit 0)."""
+    from eventstore.consumers import KafkaDeadLetters
     from eventstore.replay import ControlHandler, ReplayMetrics, ReplayWorker
     from eventstore.replay._kafka import default_worker_id
 
@@ -280,7 +281,12 @@ def replay_worker(
             store,
             _replayer(store, reducers),
             projections=load_projections(projections or [DEFAULT_PROJECTIONS]),
-            dead_letters=_dead_letters(context),
+            dead_letters=KafkaDeadLetters(
+                servers,
+                topic_prefix=prefix,
+                partitions=partitions or settings.topic_partitions,
+                replication_factor=replication_factor or settings.topic_replication_factor,
+            ),
             worker_id=name,
             stop=stop,
         )

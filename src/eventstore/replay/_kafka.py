@@ -172,6 +172,11 @@ def _backing_off(
     return None
 
 
+def _committed(offsets: Any, response: Any) -> None:
+    if isinstance(response, Exception):
+        log.warning("committing %s failed (%s): those replies may come again", offsets, response)
+
+
 def _request_id(value: bytes | None) -> str | None:
     """The request id of a record, when one can be read (for a reply even to a record that
     broke the handler)."""
@@ -213,6 +218,7 @@ class ReplayWorker:
         self.answered = 0
         """Replies acknowledged so far (for tests and the CLI's summary)."""
         self._producer_in_use: KafkaProducer | None = None
+        self._done: dict[TopicPartition, OffsetAndMetadata] = {}
 
     def _consumer(self) -> KafkaConsumer:
         consumer = KafkaConsumer(
@@ -229,6 +235,15 @@ class ReplayWorker:
             # Only the partitions that change owner move (see the module's notes).
             partition_assignment_strategy=[CooperativeStickyAssignor()],
         )
+        # Know the topic's partitions before joining: a member that joins first assigns
+        # itself nothing, and kafka-python 3.0 may then never take part in the rejoin that
+        # follows (the worker would stay deaf).
+        deadline = time.monotonic() + 30
+        while not consumer.partitions_for_topic(self.control):
+            if time.monotonic() > deadline:
+                consumer.close()
+                raise PublishError(f"no metadata for {self.control} within 30 s")
+            time.sleep(0.1)  # partitions_for_topic asks for the metadata when it lacks it
         consumer.subscribe([self.control])
         return consumer
 
@@ -279,6 +294,7 @@ class ReplayWorker:
                         self._one(consumer, executor, partition, record, stop)
         finally:
             executor.shutdown(wait=True)
+            self._commit_done(consumer)
             self._close_producer(timeout=5)
             consumer.close(autocommit=False)
 
@@ -370,15 +386,26 @@ class ReplayWorker:
             self.metrics.dead_lettered.inc()
         self.answered += 1
         # The reply is acknowledged: only now is the request done (see the module's notes).
+        # Asynchronously: a commit lost with the worker means a second reply, never none; the
+        # last offsets are committed synchronously when the worker stops.
+        offsets = {partition: OffsetAndMetadata(record.offset + 1, "", -1)}
+        self._done.update(offsets)
         try:
-            consumer.commit({partition: OffsetAndMetadata(record.offset + 1, "", -1)})
+            consumer.commit_async(offsets, callback=_committed)
+        except KafkaError as error:
+            log.warning("could not commit %s offset %d (%s)", partition, record.offset, error)
+
+    def _commit_done(self, consumer: KafkaConsumer) -> None:
+        """Commit what was answered, synchronously (on the way out)."""
+        owned = consumer.assignment()
+        offsets = {tp: offset for tp, offset in self._done.items() if tp in owned}
+        self._done.clear()
+        if not offsets:
+            return
+        try:
+            consumer.commit(offsets)
         except (CommitFailedError, KafkaError) as error:
-            log.warning(
-                "could not commit %s offset %d (%s): the request may be answered again",
-                partition,
-                record.offset,
-                error,
-            )
+            log.warning("could not commit on stopping (%s): some replies may come again", error)
 
     def _send(self, producer: KafkaProducer, outcome: Outcome, record: Any) -> None:
         if outcome.reply is None:

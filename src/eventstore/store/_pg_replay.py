@@ -13,15 +13,15 @@ from psycopg import sql
 
 from eventstore.events import Event
 from eventstore.store._checks import check_after, check_limit, check_time, prefix_range
-from eventstore.store._pg_horizon import HORIZON
+from eventstore.store._pg_sql import HORIZON, event_columns
 from eventstore.store._protocol import AggregateRef, Claim, Snapshot
-from eventstore.store._rows import EVENT_COLUMNS, event_from_row
+from eventstore.store._rows import event_from_row
 from eventstore.versioning import Upcasters
 
 _MAX = 2**63 - 1
 _NO_CAP = 2**62  # added to a version, stays within bigint
-_COLUMNS = sql.SQL(", ").join(sql.Identifier("e", name) for name in EVENT_COLUMNS)
-# A position bound is also held below the log's horizon (_pg_horizon.py): a cut at position
+_COLUMNS = event_columns("e")
+# A position bound is also held below the log's horizon (_pg_sql.py): a cut at position
 # P must not change afterwards, and an event committing later with a position below P would.
 _ONE = sql.SQL(
     "SELECT {cols} FROM events e WHERE e.aggregate_id = %(id)s AND e.version > %(after)s "

@@ -44,12 +44,12 @@ from eventstore.store._checks import (
 from eventstore.store._conflicts import explain_conflict, first_of_each, resolve_retry
 from eventstore.store._migrations import pending_migrations
 from eventstore.store._outbox import OUTBOX_BUCKETS, outbox_bucket
-from eventstore.store._pg_horizon import HORIZON
 from eventstore.store._pg_lease import PostgresOutboxLease, notify_channel
 from eventstore.store._pg_projections import PostgresReadModels
 from eventstore.store._pg_replay import PostgresReplay
+from eventstore.store._pg_sql import HORIZON, event_columns
 from eventstore.store._protocol import HorizonHolder, LogHorizon, OutboxStatus
-from eventstore.store._rows import EVENT_COLUMNS, event_from_row, paged
+from eventstore.store._rows import event_from_row, paged
 from eventstore.versioning import Upcasters
 
 DEFAULT_SCHEMA = "eventstore"
@@ -75,7 +75,7 @@ _TIMED_OUT = ("55P03", "57014")
 _BATCH_TOO_LARGE = "ES413"
 _NOT_ALONE = "ES400"
 
-_COLUMNS = sql.SQL(", ").join(map(sql.Identifier, EVENT_COLUMNS))
+_COLUMNS = event_columns()
 _APPEND = sql.SQL("SELECT append_events(%s::json, %s::json)")
 _LATEST = sql.SQL(
     "SELECT DISTINCT ON (aggregate_id) aggregate_id, version, aggregate_type FROM events "
@@ -97,7 +97,7 @@ _ALL_BY_TIME = sql.SQL(
     "WHERE \"timestamp\" >= coalesce(%(start)s::timestamptz, '-infinity') "
     'ORDER BY "timestamp", position LIMIT %(limit)s'
 ).format(cols=_COLUMNS)
-# The horizon (see _pg_horizon.py): readers of the global log stop below it.
+# The horizon (see _pg_sql.py): readers of the global log stop below it.
 _READ_ALL = sql.SQL(
     "SELECT {cols} FROM events WHERE position > %(after)s AND position < {horizon} "
     "ORDER BY position LIMIT %(limit)s"
@@ -137,7 +137,7 @@ _APP_ROLE_GRANTS = [
     # Replay keeps snapshots, and the worker the requests it must not run twice.
     sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON snapshots, control_requests TO {role}"),
 ]
-_OUTBOX_COLUMNS = sql.SQL(", ").join(sql.Identifier("e", name) for name in EVENT_COLUMNS)
+_OUTBOX_COLUMNS = event_columns("e")
 _OUTBOX_BATCH = sql.SQL(
     "SELECT {cols} FROM outbox o JOIN events e ON e.position = o.position "
     "ORDER BY o.position LIMIT %(limit)s"

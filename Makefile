@@ -9,7 +9,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint check services services-stop bench bench-publish bench-project clean
+.PHONY: demo test lint check services services-stop bench bench-publish bench-project bench-replay clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,12 @@ bench-publish: $(BIN)/.installed services
 
 bench-project: $(BIN)/.installed services
 	eval "$$(scripts/services.sh env)" && $(BIN)/python bench/project.py \
+		--database-url "$$EVENTSTORE_TEST_DATABASE_URL" \
+		--kafka-bootstrap "$$EVENTSTORE_TEST_KAFKA_BOOTSTRAP" $(BENCH_ARGS)
+
+# Replay against the peer library too (the bench extra), on PostgreSQL, SQLite and Kafka.
+bench-replay: $(BIN)/.bench-installed services
+	eval "$$(scripts/services.sh env)" && $(BIN)/python bench/replay.py \
 		--database-url "$$EVENTSTORE_TEST_DATABASE_URL" \
 		--kafka-bootstrap "$$EVENTSTORE_TEST_KAFKA_BOOTSTRAP" $(BENCH_ARGS)
 

@@ -70,10 +70,17 @@ class ReplayClient(Closing):
             )
         except KafkaError as error:
             raise PublishError(f"cannot reach Kafka at {bootstrap_servers}: {error}") from error
-        partition_ids = self._consumer.partitions_for_topic(self.results) or set()
-        if not partition_ids:
-            self._close_clients()
-            raise PublishError(f"the results topic {self.results} has no partitions yet; retry")
+        # Just created (or the broker just restarted), the topic's partitions may take a moment
+        # to show in the metadata.
+        give_up = time.monotonic() + timeout
+        while not (partition_ids := self._consumer.partitions_for_topic(self.results) or set()):
+            if time.monotonic() > give_up:
+                self._close_clients()
+                raise PublishError(
+                    f"the results topic {self.results} showed no partitions within {timeout:g} "
+                    "s; is the broker up?"
+                )
+            time.sleep(0.1)
         assigned = [TopicPartition(self.results, p) for p in sorted(partition_ids)]
         self._consumer.assign(assigned)
         # Replies sent from now on: resolve the end offsets before any request goes out, so

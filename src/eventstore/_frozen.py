@@ -18,6 +18,7 @@ down, and `freeze` returns one as it is.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -210,3 +211,19 @@ def json_text(value: FrozenDict, encode: Callable[[Any], str]) -> str:
 def keep_json_text(value: FrozenDict, text: str) -> None:
     """Remember `text`, which the caller has just computed as `value`'s compact JSON."""
     value._json = text
+
+
+_scan: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def loads_frozen(text: str) -> Any:
+    """`freeze(json.loads(text))`, for the JSON text of a stored payload or metadata object
+    (the store's own, compact or as PostgreSQL prints it), without `json.loads`'s per-call
+    wrappers (a measurable share of reading events back)."""
+    try:
+        value, end = _scan(text, 0)
+    except StopIteration:  # leading whitespace, or not JSON: the general path says why
+        return freeze(json.loads(text))
+    if end != len(text) and text[end:].strip():
+        return freeze(json.loads(text))  # raises, naming what follows the value
+    return freeze(value)

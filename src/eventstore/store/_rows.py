@@ -3,11 +3,11 @@ keyset paging of long reads."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from eventstore._frozen import loads_frozen
 from eventstore.events import Event
 
 PAGE_SIZE = 500
@@ -65,9 +65,9 @@ def event_from_row(row: Sequence[Any]) -> Event:
     if isinstance(timestamp, str):
         timestamp = datetime.fromisoformat(timestamp)
         recorded_at = datetime.fromisoformat(recorded_at)
-    if isinstance(payload, str):
-        payload = json.loads(payload)
-        metadata = json.loads(metadata)
+    if isinstance(payload, str):  # JSON text (SQLite; PostgreSQL selects it as text)
+        payload = loads_frozen(payload)
+        metadata = loads_frozen(metadata)
     return Event.from_store(
         position=row[0],
         id=row[1],

@@ -271,7 +271,10 @@ def test_each_event_once_across_a_broker_outage(
     create_event_topic(kafka_bootstrap, prefix)
     relay = RelayThread(store, kafka_bootstrap, prefix, batch_size=500).start()
     names = players(100)
-    writer = Writer(store, names, first_round=1, min_rounds=60, pause=0.1).start()
+    # max_rounds: kafka-python's reconnection back-off grows to 30 s, so the runner may take
+    # that long to resume after the broker is back; the writer must outlast it.
+    writer = Writer(store, names, first_round=1, min_rounds=60, pause=0.1, max_rounds=3000)
+    writer.start()
     runner = launch(1)
     try:
         wait_until(lambda: runner.alive() and runner.batches > 2, "live batches", timeout=120)

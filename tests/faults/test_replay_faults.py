@@ -231,11 +231,10 @@ def test_every_request_answered_to_its_sender_with_the_worker_holding_one_killed
 
         def both_serving() -> bool:
             members = group_members(kafka_bootstrap, group)
-            return all(w.alive() for w in pair) and sorted(
-                len(members.get(w.client_id, [])) for w in pair
-            ) == [2, 2]
+            held = [len(members.get(w.client_id, [])) for w in pair]
+            return all(w.alive() for w in pair) and min(held) >= 1 and sum(held) == PARTITIONS
 
-        wait_until(both_serving, "both workers in the group, two partitions each", timeout=60)
+        wait_until(both_serving, "both workers in the group, every partition held", timeout=120)
         clients = [Client(n, kafka_bootstrap, prefix, work[n]) for n in range(CLIENTS)]
         for client in clients:
             client.start()

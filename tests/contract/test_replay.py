@@ -1026,6 +1026,52 @@ def cut_below_a_running_transaction(store: EventStore, postgres_url: str) -> Non
     ]
 
 
+def test_held_back_does_not_depend_on_where_a_read_began(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`held_back` counts the same window after the stop whether the replay read from the
+    first event or from a snapshot (pages of 3 events, so the stop falls inside a page)."""
+    monkeypatch.setattr(_replayer, "PAGE", 3)
+    store.append_events(things("t-1", [1, 2, 3, 4, 5, 100, 2, 3, 4, 5, 6, 7]))
+    at = T0 + 5.5 * SECOND
+    plain = Replayer(store, [thing_reducer(snapshot_every=4)], snapshots=False)
+    cached = Replayer(store, [thing_reducer(snapshot_every=4)])
+    cached.replay_to("t-1")  # stores the snapshots at v4 and v8
+    from_snapshot = cached.replay_to("t-1", at=at)
+    assert from_snapshot.snapshot_version == 4
+    from_start = plain.replay_to("t-1", at=at)
+    assert (from_start.version, from_start.held_back) == (5, 4)  # v7..v10 stamped before
+    assert (from_snapshot.version, from_snapshot.held_back) == (5, 4)
+
+
+@pytest.mark.postgres
+def test_a_position_replay_ignores_snapshots_beyond_a_held_horizon(
+    postgres_url: str, pg_schema: str
+) -> None:
+    """Snapshots written by a replay to the latest version may lie above the log's horizon;
+    a replay to a position must not start from them while the cut is held below it, or its
+    answer would depend on whether snapshots exist."""
+    with open_store(postgres_url, schema=pg_schema) as store:
+        store.migrate()
+        store.append_events(things("t-1", [1, 2]))
+        readable(store)
+        cached = Replayer(store, [thing_reducer(snapshot_every=2)])
+        plain = Replayer(store, [thing_reducer(snapshot_every=2)], snapshots=False)
+        with psycopg.connect(postgres_url) as holder:
+            holder.execute("SELECT pg_current_xact_id()")  # BEGIN, with a transaction id
+            late = store.append_events(things("t-1", [3, 4, 5, 6], start=3))
+            assert cached.replay_to("t-1").snapshot_version is None  # writes v4 and v6 ...
+            assert store.snapshot_count("t-1") >= 2  # ... above the horizon
+            with_snapshots = cached.replay_to("t-1", position=max(late))
+            without = plain.replay_to("t-1", position=max(late))
+            assert (with_snapshots.state, with_snapshots.version) == (
+                without.state,
+                without.version,
+            )
+            assert without.version == 2
+            holder.commit()
+
+
 def test_world_arguments_are_checked(store: EventStore) -> None:
     replayer = world_replayer(store)
     for limit in (0, 1001, True):

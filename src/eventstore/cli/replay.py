@@ -162,25 +162,17 @@ def replay(
             result = client.request(request)
         _print_result(result, as_json)
         return
-    from itertools import islice
-
     with context.open() as store:
         store.migrate()
-        replayer = _replayer(store, reducers, snapshots=not no_snapshots)
-        found = replayer.replay_to(aggregate_id, at=when, version=version, position=position)
-        document = found.to_dict()
-        if history:
-            steps = list(
-                islice(
-                    replayer.history(
-                        aggregate_id, from_version=history_from, to_version=found.version
-                    ),
-                    history_limit,
-                )
-            )
-            last = steps[-1].event.version if steps else found.version
-            document["history"] = [s.to_dict() for s in steps]
-            document["history_next"] = last + 1 if steps and last < found.version else None
+        document = _replayer(store, reducers, snapshots=not no_snapshots).replay_document(
+            aggregate_id,
+            at=when,
+            version=version,
+            position=position,
+            history=history,
+            history_from=history_from,
+            history_limit=history_limit,
+        )
     _print_result(document, as_json)
 
 

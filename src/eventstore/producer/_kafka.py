@@ -10,43 +10,17 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import (
-    ClusterAuthorizationFailedError,
-    InvalidConfigurationError,
-    InvalidPartitionsError,
-    InvalidReplicationFactorError,
-    InvalidTopicError,
     KafkaError,
-    MessageSizeTooLargeError,
-    PolicyViolationError,
-    RecordListTooLargeError,
     TopicAlreadyExistsError,
-    TopicAuthorizationFailedError,
 )
 
+from eventstore._kafka_refusals import REFUSED_RECORDS, REFUSED_TOPIC
 from eventstore._topics import check_prefix, events_topic, topic_configs
 from eventstore._wire import to_message
 from eventstore.errors import ConfigurationError, PublishError
 from eventstore.events import Event
 
 log = logging.getLogger(__name__)
-
-# The broker refuses these topics as asked (more replicas than brokers, a bad config): asking
-# again cannot help, so they are configuration errors, not retriable publish errors.
-_REFUSED_TOPIC = (
-    InvalidConfigurationError,
-    InvalidPartitionsError,
-    InvalidReplicationFactorError,
-    InvalidTopicError,
-    PolicyViolationError,
-)
-
-# The broker refuses these records whatever the moment: not retriable either.
-_REFUSED_RECORDS = (
-    TopicAuthorizationFailedError,
-    ClusterAuthorizationFailedError,
-    MessageSizeTooLargeError,
-    RecordListTooLargeError,
-)
 
 
 def new_topic(name: str, partitions: int, replication_factor: int) -> NewTopic:
@@ -133,7 +107,7 @@ class KafkaPublisher:
                         self.new_topics(missing), timeout_ms=int(self.timeout * 1000)
                     )
                 log.info("created topics %s", ", ".join(missing))
-        except _REFUSED_TOPIC as error:
+        except REFUSED_TOPIC as error:
             raise ConfigurationError(
                 f"Kafka refused to create topics {sorted(wanted)} with {self.partitions} "
                 f"partitions and replication factor {self.replication_factor} "
@@ -172,7 +146,7 @@ class KafkaPublisher:
             producer.flush(timeout=self.timeout)
             for future in futures:
                 future.get(timeout=self.timeout)
-        except _REFUSED_RECORDS as error:
+        except REFUSED_RECORDS as error:
             # Sending the same batch again would be refused again: stop, and say what to do.
             self._discard()
             raise ConfigurationError(

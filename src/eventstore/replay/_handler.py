@@ -9,7 +9,6 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from eventstore.errors import (
@@ -169,25 +168,15 @@ class ControlHandler:
     def _run(self, request: ReplayRequest | PingRequest) -> dict[str, Any]:
         if isinstance(request, PingRequest):
             return {"pong": True, "worker": self.worker_id}
-        found = self.replayer.replay_to(
-            request.aggregate_id, at=request.at, version=request.version, position=request.position
+        return self.replayer.replay_document(
+            request.aggregate_id,
+            at=request.at,
+            version=request.version,
+            position=request.position,
+            history=request.history,
+            history_from=request.history_from,
+            history_limit=request.history_limit,
         )
-        result = found.to_dict()
-        if request.history:
-            steps = list(
-                islice(
-                    self.replayer.history(
-                        request.aggregate_id,
-                        from_version=request.history_from,
-                        to_version=found.version,
-                    ),
-                    request.history_limit,
-                )
-            )
-            last = steps[-1].event.version if steps else found.version
-            result["history"] = [step.to_dict() for step in steps]
-            result["history_next"] = last + 1 if steps and last < found.version else None
-        return result
 
     def _rebuild(self, request: RebuildRequest) -> Outcome:
         """A rebuild runs at most once per request id: the store records who claimed it and

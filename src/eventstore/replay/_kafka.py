@@ -41,22 +41,15 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 from kafka.errors import (
-    ClusterAuthorizationFailedError,
     CommitFailedError,
-    GroupAuthorizationFailedError,
-    InvalidConfigurationError,
-    InvalidPartitionsError,
-    InvalidReplicationFactorError,
-    InvalidTopicError,
     KafkaError,
     MessageSizeTooLargeError,
-    PolicyViolationError,
     RecordListTooLargeError,
     TopicAlreadyExistsError,
-    TopicAuthorizationFailedError,
 )
 from kafka.structs import OffsetAndMetadata
 
+from eventstore._kafka_refusals import REFUSED_ACCESS, REFUSED_TOPIC
 from eventstore._topics import (
     check_prefix,
     control_dlq_topic,
@@ -67,7 +60,13 @@ from eventstore._topics import (
 from eventstore.errors import ConfigurationError, PublishError
 from eventstore.replay._handler import Abandoned, ControlHandler, Outcome
 from eventstore.replay._metrics import ReplayMetrics
-from eventstore.replay._requests import INTERNAL, TOO_LARGE, reply_document
+from eventstore.replay._requests import (
+    INTERNAL,
+    TOO_LARGE,
+    Malformed,
+    parse_request,
+    reply_document,
+)
 
 log = logging.getLogger(__name__)
 
@@ -135,17 +134,7 @@ def ensure_control_topics(
         admin.close()
 
 
-# Kafka refuses these whatever the moment: a configuration to fix, not an outage to wait out.
-_REFUSED = (
-    InvalidConfigurationError,
-    InvalidPartitionsError,
-    InvalidReplicationFactorError,
-    InvalidTopicError,
-    PolicyViolationError,
-    TopicAuthorizationFailedError,
-    ClusterAuthorizationFailedError,
-    GroupAuthorizationFailedError,
-)
+_REFUSED = REFUSED_TOPIC + REFUSED_ACCESS
 
 
 def _backing_off(
@@ -181,11 +170,9 @@ def _request_id(value: bytes | None) -> str | None:
     """The request id of a record, when one can be read (for a reply even to a record that
     broke the handler)."""
     try:
-        data = json.loads(value or b"")
-    except (ValueError, RecursionError):
-        return None
-    found = data.get("request_id") if isinstance(data, dict) else None
-    return found if isinstance(found, str) and 0 < len(found) <= 200 else None
+        return parse_request(value).request_id
+    except Malformed as error:
+        return error.request_id
 
 
 class ReplayWorker:

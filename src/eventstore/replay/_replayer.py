@@ -28,6 +28,7 @@ import logging
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import islice
 from typing import Any, Protocol
 
 from eventstore.errors import (
@@ -469,6 +470,35 @@ class Replayer:
         result = self._finish(fold, target, held_back)
         self._save([fold])
         return result
+
+    def replay_document(
+        self,
+        aggregate_id: str,
+        *,
+        at: datetime | None = None,
+        version: int | None = None,
+        position: int | None = None,
+        history: bool = False,
+        history_from: int = 1,
+        history_limit: int = 100,
+    ) -> dict[str, Any]:
+        """`replay_to(...).to_dict()`, with a page of its history when asked: at most
+        `history_limit` steps from `history_from` up to the version reached, and
+        `history_next`, the version the next page starts at (None on the last page). What
+        the CLI prints and the replay worker replies."""
+        found = self.replay_to(aggregate_id, at=at, version=version, position=position)
+        document = found.to_dict()
+        if history:
+            steps = list(
+                islice(
+                    self.history(aggregate_id, from_version=history_from, to_version=found.version),
+                    history_limit,
+                )
+            )
+            last = steps[-1].event.version if steps else found.version
+            document["history"] = [step.to_dict() for step in steps]
+            document["history_next"] = last + 1 if steps and last < found.version else None
+        return document
 
     def _held_back(self, aggregate_id: str, page: list[Event], stop: int, at: datetime) -> int:
         """Of the HELD_WINDOW events after the first one stamped after `at` (at `stop` in

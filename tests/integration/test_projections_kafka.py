@@ -235,7 +235,11 @@ def test_sigterm_finishes_the_batch_leaves_the_group_and_exits_zero(
             # The live events (versions 6 and 7 of 10 players) are counted by the metrics.
             applied = 'eventstore_projection_events_applied_total{projection="applied"}'
             wait_for(lambda: _sample(scrape(port), applied) >= 20, "the applied-events metric")
-            assert 'eventstore_projection_lag_events{partition="' in scrape(port)
+            # The lag per partition is reported every 2 s, once a fetch told the high mark.
+            wait_for(
+                lambda: 'eventstore_projection_lag_events{partition="' in scrape(port),
+                "the lag per partition",
+            )
         finally:
             process.send_signal(signal.SIGTERM)
             _, err = process.communicate(timeout=60)

@@ -223,15 +223,20 @@ class _Topics:
 
     def refresh(self) -> bool:
         """Subscribe to what there is to subscribe to; False while nothing exists yet."""
-        if self._fixed is not None:
-            wanted = self._fixed
-        elif time.monotonic() - self._looked >= (
-            self.DISCOVERY_INTERVAL if self._subscribed else 1.0
-        ):
-            self._looked = time.monotonic()
-            wanted = {t for t in self._consumer.topics() if self._pattern.match(t)}
-        else:
-            wanted = self._subscribed
+        if self._subscribed == self._fixed:
+            return True
+        if time.monotonic() - self._looked < (self.DISCOVERY_INTERVAL if self._subscribed else 1.0):
+            return bool(self._subscribed)
+        self._looked = time.monotonic()
+        candidates = (
+            self._fixed
+            if self._fixed is not None
+            else {t for t in self._consumer.topics() if self._pattern.match(t)}
+        )
+        # Join only with topics whose partitions are known: a member that joins before it
+        # knows them assigns itself nothing, and kafka-python 3.0 may then never take part in
+        # the rejoin that follows (the runner would stay without partitions, for good).
+        wanted = {t for t in candidates if self._consumer.partitions_for_topic(t)}
         if wanted and wanted != self._subscribed:
             self._consumer.subscribe(topics=sorted(wanted), listener=self._listener)
             self._subscribed = set(wanted)

@@ -26,9 +26,11 @@ COMMANDS = [
     "replay",
     "world",
     "replay-worker",
+    "serve",
     "topics",
     "projections",
     "snapshots",
+    "tokens",
 ]
 
 
@@ -43,10 +45,16 @@ def test_python_dash_m_runs_the_cli(tmp_path: Path) -> None:
     assert result.returncode == 0 and "migrate" in result.stdout
 
 
-def test_importing_the_cli_does_not_load_kafka() -> None:
-    """kafka-python loads only when `relay` or `topics` runs."""
-    code = "import sys, eventstore.cli; sys.exit('kafka' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+def test_importing_the_cli_does_not_load_kafka_or_the_web_stack() -> None:
+    """kafka-python loads only when `relay` or `topics` runs, FastAPI and uvicorn only when
+    `serve` does."""
+    code = (
+        "import sys, eventstore.cli; "
+        "found = [m for m in ('kafka', 'fastapi', 'uvicorn') if m in sys.modules]; "
+        "sys.exit(f'loaded: {found}' if found else 0)"
+    )
+    found = subprocess.run([sys.executable, "-c", code], timeout=60, capture_output=True)
+    assert found.returncode == 0, found.stderr
 
 
 @pytest.mark.parametrize("option", [["--app-role", "app"], ["--rebase-positions"]])

@@ -8,7 +8,7 @@ with `error:` and exits non-zero (2 for configuration, 1 otherwise); no tracebac
 # Each command module registers its commands on the shared app when imported, in the order
 # `eventstore --help` lists them.
 # isort: off
-from eventstore.cli import store, status, demo, relay, projections, replay  # noqa: F401
+from eventstore.cli import store, status, demo, relay, projections, replay, web  # noqa: F401
 
 # isort: on
 from eventstore.cli._app import app, main

@@ -26,6 +26,10 @@ def demo(
     items: Annotated[int, typer.Option(min=0, max=100_000, help="items in the world")] = 120,
     ticks: Annotated[int, typer.Option(min=1, max=100_000, help="ticks of play")] = 60,
     seed: Annotated[int, typer.Option(help="random seed of the simulation")] = 7,
+    serve: Annotated[
+        bool, typer.Option("--serve", help="then serve the time-travel page on loopback")
+    ] = False,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="with --serve; 0: any")] = 8080,
 ) -> None:
     """Run a small game world on the store (the embedded SQLite file unless configured)."""
     from eventstore.demo.world import World, player_state
@@ -86,6 +90,9 @@ def demo(
         console.print(state)
         _projections(store, world)
         _replay(store, world, ends[len(ends) // 2])
+        if serve:
+            _serve(context, store, world, port)
+            return
     console.print(
         f"Explore it: [cyan]eventstore events --aggregate {world.players[0].id}[/], "
         f"[cyan]eventstore events --type ItemPickedUp --limit 10[/], [cyan]eventstore tail[/], "
@@ -204,3 +211,24 @@ def _replay(store: EventStore, world: World, past: int) -> None:
     for zone in ZONES:
         table.add_row(zone, str(then[zone]), str(now[zone]))
     console.print(table)
+
+
+def _serve(context: Context, store: EventStore, world: World, port: int) -> None:
+    """Serve the time-travel page on the demo world (loopback only), with an admin token
+    for the page's retry buttons."""
+    from eventstore.cli.web import serve_app
+    from eventstore.web import issue_token
+
+    token = issue_token(store, f"demo-{world.world_id}", ["admin"])
+    console.print(
+        f"An admin token for the page's retry buttons (shown once): [bold]{token}[/]",
+        soft_wrap=True,
+    )
+    serve_app(
+        context,
+        store,
+        host="127.0.0.1",
+        port=port,
+        projections="eventstore.demo.projections:ALL",
+        demo_world=world.world_id,
+    )

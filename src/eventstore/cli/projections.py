@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -23,10 +22,11 @@ from rich.table import Table
 
 from eventstore.cli._app import Context, app, configure_logging, console, errors, load_code
 from eventstore.cli.relay import KafkaOption, PartitionsOption, PrefixOption, ReplicationOption
+from eventstore.consumers._status import parked_rows, projection_status
 from eventstore.errors import ConfigurationError, ProjectionError
 
 if TYPE_CHECKING:
-    from eventstore.consumers import Projection, ProjectionStore
+    from eventstore.consumers import Projection
     from eventstore.consumers._rebuild import Progress as ProgressCallback
 
 DEFAULT_SPEC = "eventstore.demo.projections:ALL"
@@ -221,56 +221,6 @@ projections_app = typer.Typer(
 app.add_typer(projections_app, name="projections")
 
 
-def _tail_lag(store: ProjectionStore, position: int) -> tuple[int, float]:
-    """Events stored after `position` (counted up to 10,000) and the age of the first."""
-    behind = store.read_all(position, 10_000)
-    if not behind:
-        return 0, 0.0
-    first = behind[0].recorded_at
-    age = (datetime.now(UTC) - first).total_seconds() if first else 0.0
-    return len(behind), max(0.0, age)
-
-
-def _status(
-    store: ProjectionStore, kafka: tuple[str, str] | None, name: str | None
-) -> list[dict[str, Any]]:
-    records = store.projection_records()
-    if name is not None:
-        records = [r for r in records if r.name == name]
-        if not records:
-            raise ProjectionError(
-                f"no projection named {name!r} in this store; `eventstore projections list`"
-            )
-    found: list[dict[str, Any]] = []
-    for record in records:
-        counts = store.projection_counts(record.name)
-        events_behind, seconds_behind = _tail_lag(store, record.active_position)
-        entry: dict[str, Any] = {
-            "name": record.name,
-            "generation": record.active_generation,
-            "version": record.active_version,
-            "rebuilding": record.building_generation,
-            "position": record.active_position,
-            "lag_events": events_behind,
-            "lag_seconds": round(seconds_behind, 3),
-            "documents": counts.documents,
-            "aggregates": counts.checkpoints,
-            "parked": counts.parked,
-            "skipped": counts.skipped,
-            "dead_lettered": record.dead_lettered,
-            "last_error": record.last_error,
-            "last_error_at": record.last_error_at.isoformat() if record.last_error_at else None,
-        }
-        if kafka is not None:
-            from eventstore.consumers._kafka import group_lag
-
-            entry["partitions"] = group_lag(kafka[0], kafka[1], record.name)
-            entry["lag_events"] = sum(entry["partitions"].values())
-            entry["lag_seconds"] = None
-        found.append(entry)
-    return found
-
-
 @projections_app.command("list")
 def projections_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """The projections this store holds read models of."""
@@ -317,7 +267,7 @@ def projections_status(
     servers = kafka_bootstrap_servers or context.settings.kafka_bootstrap_servers
     kafka = (servers, topic_prefix or context.settings.topic_prefix) if servers else None
     with context.open() as store:
-        found = _status(store, kafka, name)
+        found = projection_status(store, kafka, name)
     if as_json:
         console.print_json(json.dumps(found))
         return
@@ -370,19 +320,7 @@ def projections_parked(
         if store.projection_record(name) is None:
             raise ProjectionError(f"no projection named {name!r} in this store")
         parked = store.projection_failures(name, policy="park")
-    rows: list[dict[str, Any]] = [
-        {
-            "aggregate_id": f.aggregate_id,
-            "version": f.version,
-            "waiting_up_to": f.held_version,
-            "event_id": f.event_id,
-            "event_type": f.event_type,
-            "error_type": f.error_type,
-            "message": f.message,
-            "failed_at": f.failed_at.isoformat(),
-        }
-        for f in parked
-    ]
+    rows = parked_rows(parked)
     if as_json:
         console.print_json(json.dumps(rows))
         return

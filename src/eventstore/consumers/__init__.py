@@ -28,6 +28,7 @@ from eventstore.consumers._runner import (
     Source,
     StoreTailSource,
 )
+from eventstore.consumers._status import parked_rows, projection_status
 from eventstore.consumers._tail import StoreTail
 
 if TYPE_CHECKING:
@@ -56,6 +57,8 @@ __all__ = [
     "catch_up",
     "check_projection_name",
     "check_projections",
+    "parked_rows",
+    "projection_status",
     "rebuild",
     "rebuild_aggregate",
     "retry_parked",

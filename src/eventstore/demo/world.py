@@ -9,6 +9,7 @@ the events alone. Used by `eventstore demo` and the benchmarks.
 from __future__ import annotations
 
 import random
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -42,6 +43,7 @@ class World:
     def __init__(self, world_id: str, *, players: int, items: int, seed: int = 7) -> None:
         self.world_id = world_id
         self._random = random.Random(seed)
+        self._ids = random.Random(world_id)  # event ids: one run's, whatever the seed
         self._clock = datetime(2026, 11, 1, 18, 0, tzinfo=UTC)
         self._version = 0
         self.players = [
@@ -52,7 +54,15 @@ class World:
         ]
         self._items_by_id = {item.id: item for item in self.items}
 
-    def _event(self, aggregate: _Player | _Item | None, event_type: str, **payload: Any) -> Event:
+    def _event(
+        self,
+        aggregate: _Player | _Item | None,
+        event_type: str,
+        cause: Event | None = None,
+        **payload: Any,
+    ) -> Event:
+        """The next event of `aggregate` (None: the world). Events of one action share a
+        correlation id (the first one's id); each later one names the first as its cause."""
         if aggregate is None:
             self._version += 1
             version, aggregate_id, aggregate_type = self._version, self.world_id, "World"
@@ -60,26 +70,33 @@ class World:
             aggregate.version += 1
             version, aggregate_id = aggregate.version, aggregate.id
             aggregate_type = "Player" if isinstance(aggregate, _Player) else "Item"
-        return Event.new(
+        event_id = str(uuid.UUID(int=self._ids.getrandbits(128), version=4))
+        metadata = {"world": self.world_id, "source": "demo", "correlation_id": event_id}
+        if cause is not None:
+            metadata["correlation_id"] = cause.metadata["correlation_id"]
+            metadata["causation_id"] = cause.id
+        return Event(
+            id=event_id,
             aggregate_type=aggregate_type,
             aggregate_id=aggregate_id,
             event_type=event_type,
             version=version,
             payload=payload,
-            metadata={"world": self.world_id, "source": "demo"},
+            metadata=metadata,
             timestamp=self._clock,
         )
 
     def genesis(self) -> list[Event]:
         """The world, its players and its items coming into being (one batch)."""
-        events = [self._event(None, "WorldCreated", name=self.world_id, zones=list(ZONES))]
+        created = self._event(None, "WorldCreated", name=self.world_id, zones=list(ZONES))
+        events = [created]
         for number, player in enumerate(self.players):
             events.append(
-                self._event(player, "PlayerJoined", name=f"hero{number}", zone=player.zone)
+                self._event(player, "PlayerJoined", created, name=f"hero{number}", zone=player.zone)
             )
         for item in self.items:
             kind = self._random.choice(ITEM_KINDS)
-            events.append(self._event(item, "ItemSpawned", kind=kind, zone=item.zone))
+            events.append(self._event(item, "ItemSpawned", created, kind=kind, zone=item.zone))
         return events
 
     def tick(self) -> list[Event]:
@@ -97,14 +114,16 @@ class World:
             item = self._random.choice(here)
             item.zone, item.holder = None, player.id
             player.items.add(item.id)
-            yield self._event(player, "ItemPickedUp", item_id=item.id, zone=player.zone)
-            yield self._event(item, "ItemTaken", by=player.id)
+            picked = self._event(player, "ItemPickedUp", item_id=item.id, zone=player.zone)
+            yield picked
+            yield self._event(item, "ItemTaken", picked, by=player.id)
         elif roll < 0.35 and player.items:
             item = self._items_by_id[self._random.choice(sorted(player.items))]
             item.zone, item.holder = player.zone, None
             player.items.discard(item.id)
-            yield self._event(player, "ItemDropped", item_id=item.id, zone=player.zone)
-            yield self._event(item, "ItemLeft", zone=player.zone)
+            dropped = self._event(player, "ItemDropped", item_id=item.id, zone=player.zone)
+            yield dropped
+            yield self._event(item, "ItemLeft", dropped, zone=player.zone)
         else:
             target = self._random.choice([z for z in ZONES if z != player.zone])
             yield self._event(

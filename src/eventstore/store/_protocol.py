@@ -530,6 +530,50 @@ class ControlRequests(Protocol):
         ...
 
 
+class ApiToken(NamedTuple):
+    """A bearer token of the HTTP API as the store keeps it: never the secret, only its
+    SHA-256 digest (the secret is 256 random bits, so a fast hash is enough)."""
+
+    token_id: str
+    name: str
+    scopes: tuple[str, ...]
+    digest: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@runtime_checkable
+class ApiTokens(Protocol):
+    """The HTTP API's bearer tokens (`eventstore tokens`)."""
+
+    def create_token(self, token_id: str, name: str, scopes: Sequence[str], digest: str) -> None:
+        """Keep a new token; `InvalidQueryError` when a live token already has this name."""
+        ...
+
+    def find_token(self, token_id: str) -> ApiToken | None:
+        """The token with this id, revoked or not (None when there is none)."""
+        ...
+
+    def list_tokens(self, *, revoked: bool = False) -> list[ApiToken]:
+        """Live tokens by name (and the revoked ones too when `revoked`)."""
+        ...
+
+    def revoke_token(self, name: str) -> int:
+        """Revoke the live token of this name; how many were revoked (0 or 1)."""
+        ...
+
+
+@runtime_checkable
+class Correlations(Protocol):
+    """Events linked by their metadata: the ones of one correlation id (what a command,
+    a request or a game action caused), for following causes and effects."""
+
+    def get_events_by_correlation(self, correlation_id: str, limit: int = 1000) -> list[Event]:
+        """At most `limit` events whose `metadata.correlation_id` is `correlation_id`, by
+        position (an index lookup on both backends); upcast, like every read."""
+        ...
+
+
 @runtime_checkable
 class EventStore(
     AggregateStore,
@@ -540,6 +584,8 @@ class EventStore(
     AggregateReads,
     Snapshots,
     ControlRequests,
+    ApiTokens,
+    Correlations,
     Protocol,
 ):
     """A complete store: all capabilities, plus schema management and closing."""

@@ -48,6 +48,7 @@ from eventstore.store._pg_lease import PostgresOutboxLease, notify_channel
 from eventstore.store._pg_projections import PostgresReadModels
 from eventstore.store._pg_replay import PostgresReplay
 from eventstore.store._pg_sql import HORIZON, event_columns
+from eventstore.store._pg_web import PostgresWeb
 from eventstore.store._protocol import HorizonHolder, LogHorizon, OutboxStatus
 from eventstore.store._rows import event_from_row, paged
 from eventstore.versioning import Upcasters
@@ -136,6 +137,8 @@ _APP_ROLE_GRANTS = [
     ),
     # Replay keeps snapshots, and the worker the requests it must not run twice.
     sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON snapshots, control_requests TO {role}"),
+    # The HTTP API checks tokens; `eventstore tokens` creates and revokes them.
+    sql.SQL("GRANT SELECT, INSERT, UPDATE ON api_tokens TO {role}"),
 ]
 _OUTBOX_COLUMNS = event_columns("e")
 _OUTBOX_BATCH = sql.SQL(
@@ -265,7 +268,7 @@ def _follows(events: Sequence[Event]) -> list[dict[str, Any]]:
     ]
 
 
-class PostgresEventStore(PostgresReadModels, PostgresReplay, Closing):
+class PostgresEventStore(PostgresReadModels, PostgresReplay, PostgresWeb, Closing):
     """The event store on PostgreSQL (13 or newer), in its own schema of the database.
 
     Thread-safe: operations borrow connections from a pool. Create with `open_store(url)` or

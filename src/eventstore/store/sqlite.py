@@ -44,6 +44,7 @@ from eventstore.store._rows import time_text as _time_text
 from eventstore.store._sqlite_lease import SqliteOutboxLease
 from eventstore.store._sqlite_projections import SqliteReadModels
 from eventstore.store._sqlite_replay import SqliteReplay
+from eventstore.store._sqlite_web import SqliteWeb
 from eventstore.versioning import Upcasters
 
 _COLUMNS = ", ".join(EVENT_COLUMNS)
@@ -113,7 +114,7 @@ class _Rejected(Exception):
     """An append that does not follow the stored history; rolls its transaction back."""
 
 
-class SqliteEventStore(SqliteReadModels, SqliteReplay, Closing):
+class SqliteEventStore(SqliteReadModels, SqliteReplay, SqliteWeb, Closing):
     """The event store in one SQLite file (or `":memory:"`), same contract as PostgreSQL.
 
     Thread-safe: one connection guarded by a lock. Several processes may share the file;

@@ -18,7 +18,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 demo: $(BIN)/.installed
-	$(BIN)/eventstore demo
+	$(BIN)/eventstore demo --serve
 
 services:
 	scripts/services.sh start

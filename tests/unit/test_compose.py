@@ -19,7 +19,7 @@ from eventstore.cli import app
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "eventstore:local"
-APP_SERVICES = ["migrate", "relay", "relay-standby", "projector", "replay-worker"]
+APP_SERVICES = ["migrate", "relay", "relay-standby", "projector", "replay-worker", "serve"]
 SERVICES = ["postgres", "kafka", *APP_SERVICES]
 ENVIRONMENT = {
     "EVENTSTORE_DATABASE_URL": "postgresql://eventstore@postgres:5432/eventstore",
@@ -145,7 +145,8 @@ def test_the_commands_use_real_options(services: dict[str, dict[str, Any]], name
     group = typer.main.get_command(app)
     assert isinstance(group, typer.core.TyperGroup)
     assert command[0] in group.commands, f"the CLI has no `{command[0]}` command"
-    options = {opt for param in group.commands[command[0]].params for opt in param.opts}
+    params = group.commands[command[0]].params
+    options = {opt for param in params for opt in (*param.opts, *param.secondary_opts)}
     for word in command[1:]:
         if word.startswith("--"):
             assert word in options, f"{name}: eventstore {command[0]} has no {word}"
@@ -168,3 +169,15 @@ def test_the_build_context_leaves_out_local_state() -> None:
     lines = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
     for entry in (".venv", ".services", ".git", "**/*.db", "**/__pycache__"):
         assert entry in lines
+
+
+def test_serve_listens_beyond_loopback_only_with_tokens(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """In a container the API must bind beyond loopback, which `serve` allows only with a
+    token on every request; SIGTERM gets longer than its 30 s drain."""
+    command = services["serve"]["command"]
+    assert command[command.index("--host") + 1] == "0.0.0.0"
+    assert "--no-anonymous-reads" in command
+    assert services["serve"]["stop_signal"] == "SIGTERM"
+    assert services["serve"]["stop_grace_period"] == "45s"

@@ -595,7 +595,7 @@ def _routes(app: FastAPI, state: _State, metrics: HttpMetrics) -> None:
     @app.get("/v1/projections/{name}/documents", tags=["projections"])
     def documents(_: Reader, name: str, after: str = "", limit: Limit = 100) -> Response:
         """A page of the projection's documents by key."""
-        _known(lambda: projection_status(store, None, name))
+        _exists(store, name)
         found = store.list_documents(name, after, limit + 1)
         page = found[:limit]
         return _json(
@@ -608,7 +608,7 @@ def _routes(app: FastAPI, state: _State, metrics: HttpMetrics) -> None:
     @app.get("/v1/projections/{name}/documents/{key}", tags=["projections"])
     def document(_: Reader, name: str, key: str) -> Response:
         """One document of the projection's active read model."""
-        _known(lambda: projection_status(store, None, name))
+        _exists(store, name)
         found = store.get_document(name, key)
         if found is None:
             raise Problem(404, "document-not-found", f"projection {name!r} has no document {key!r}")
@@ -625,7 +625,7 @@ def _routes(app: FastAPI, state: _State, metrics: HttpMetrics) -> None:
         aggregate_id = (body or {}).get("aggregate_id")
         projection = state.projections.get(name)
         if projection is None:
-            _known(lambda: projection_status(store, None, name))
+            _exists(store, name)
             raise Problem(
                 409,
                 "projection-code-missing",
@@ -653,6 +653,15 @@ def _routes(app: FastAPI, state: _State, metrics: HttpMetrics) -> None:
                     for found_id, result in results
                 ]
             }
+        )
+
+
+def _exists(store: EventStore, name: str) -> None:
+    if store.projection_record(name) is None:
+        raise Problem(
+            404,
+            "projection-not-found",
+            f"no projection named {name!r} in this store; GET /v1/projections lists them",
         )
 
 

@@ -1,7 +1,8 @@
 # The two commands of the README:
 #   make demo   the demo world on the embedded default (no servers needed)
 #   make test   the whole test suite against a real PostgreSQL and a real Kafka broker,
-#               which scripts/services.sh installs and starts on this machine
+#               which scripts/services.sh installs and starts on this machine, and a real
+#               headless chromium, which scripts/browser.sh installs
 # Both create the virtualenv .venv with the project installed (editable) on first use.
 
 PYTHON ?= python3
@@ -9,7 +10,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint check services services-stop bench bench-publish bench-project bench-replay clean
+.PHONY: demo test lint check services services-stop browser bench bench-publish bench-project bench-replay bench-http clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +27,11 @@ services:
 services-stop:
 	scripts/services.sh stop
 
-test: $(BIN)/.installed services
+# Debian's chromium and chromedriver, for the time-travel page's tests (tests/browser/).
+browser:
+	scripts/browser.sh
+
+test: $(BIN)/.installed services browser
 	eval "$$(scripts/services.sh env)" && $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(BIN)/.installed

@@ -377,6 +377,8 @@ def _routes(app: FastAPI, state: _State, metrics: HttpMetrics) -> None:
     ) -> Response:
         """An aggregate's events from `from_version` on (a page; `next_version` continues)."""
         found = store.read_aggregates({aggregate_id: from_version - 1}, limit=limit + 1)
+        if not found and from_version == 1:
+            raise AggregateNotFoundError(f"no events of aggregate {aggregate_id!r}; check the id")
         page = found[:limit]
         more = len(found) > limit
         return _json(
@@ -753,10 +755,10 @@ def _page(app: FastAPI) -> None:
             },
         )
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     def index() -> Response:
         return serve("index.html")
 
-    @app.get("/static/{name}", include_in_schema=False)
+    @app.api_route("/static/{name}", methods=["GET", "HEAD"], include_in_schema=False)
     def static(name: str) -> Response:
         return serve(name)

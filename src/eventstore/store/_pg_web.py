@@ -27,7 +27,10 @@ _INSERT = INSERT_TOKEN.format(
 _TOKEN_COLUMNS = "token_id, name, scopes, digest, created_at, revoked_at"
 _BY_CORRELATION = sql.SQL(
     "SELECT {columns} FROM events WHERE metadata ? 'correlation_id' "
-    "AND metadata ->> 'correlation_id' = %(id)s ORDER BY position LIMIT %(limit)s"
+    "AND metadata ->> 'correlation_id' = %(id)s "
+    # ->> gives a number's or a boolean's text too: only a string id is one (as on SQLite)
+    "AND jsonb_typeof(metadata -> 'correlation_id') = 'string' "
+    "ORDER BY position LIMIT %(limit)s"
 ).format(columns=event_columns())
 
 

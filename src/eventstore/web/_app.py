@@ -70,6 +70,7 @@ class ApiOptions:
     """The demo world's id, when the app serves one (the page's world view)."""
     stream_keepalive: float = 15.0
     producer_timeout: float = 30.0
+    producer_retry_timeout: float = 5.0
 
 
 @dataclass
@@ -137,7 +138,10 @@ def _events(events: Sequence[Event]) -> list[dict[str, Any]]:
 def _aware(value: datetime | None, name: str) -> datetime | None:
     if value is not None and value.tzinfo is None:
         raise Problem(
-            422, "invalid-query", f"{name} must carry a time zone (e.g. 2026-11-01T18:00:00Z)"
+            422,
+            "invalid-query",
+            f"{name} must carry a time zone (e.g. 2026-11-01T18:00:00Z)",
+            errors=[{"field": f"query.{name}", "rule": "must carry a time zone"}],
         )
     return value
 
@@ -148,7 +152,7 @@ _EVENT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["event_type", "aggregate_id", "aggregate_type", "version", "payload"],
     "properties": {
-        "id": {"type": "string", "format": "uuid", "description": "default: a random UUID"},
+        "id": {"type": "string", "description": "unique; a UUID is best (default: a random one)"},
         "event_type": {"type": "string", "minLength": 1},
         "aggregate_id": {"type": "string", "minLength": 1},
         "aggregate_type": {"type": "string", "minLength": 1},
@@ -179,7 +183,9 @@ _APPEND_BODY: dict[str, Any] = {
 }
 
 
-def _parse_events(body: bytes, max_batch: int) -> list[Event]:
+def _parse_events(body: bytes, max_batch: int) -> tuple[list[Event], list[int]]:
+    """The events of a POST body, and the indexes of those given an `id` but no `timestamp`
+    (stamped now here: a resend must then take the stored event's, see `_restamped`)."""
     try:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError) as error:
@@ -205,6 +211,7 @@ def _parse_events(body: bytes, max_batch: int) -> list[Event]:
             "split it (each part is stored atomically)",
         )
     events: list[Event] = []
+    stamped: list[int] = []
     problems: list[dict[str, str]] = []
     now = datetime.now(UTC)
     for index, item in enumerate(items):
@@ -215,7 +222,10 @@ def _parse_events(body: bytes, max_batch: int) -> list[Event]:
         item = dict(item)
         if item.get("id") is None:
             item["id"] = str(uuid.uuid4())
-        item.setdefault("timestamp", now.isoformat())
+        elif item.get("timestamp") is None:
+            stamped.append(len(events))
+        if item.get("timestamp") is None:
+            item["timestamp"] = now.isoformat()
         item.pop("position", None)
         item.pop("recorded_at", None)
         try:
@@ -226,6 +236,21 @@ def _parse_events(body: bytes, max_batch: int) -> list[Event]:
     if problems:
         text = "; ".join(f"{p['field']}: {p['rule']}" for p in problems)
         raise Problem(422, "invalid-event", f"invalid event: {text}", errors=problems)
+    return events, stamped
+
+
+def _restamped(store: EventStore, events: list[Event], stamped: list[int]) -> list[Event]:
+    """Events the server stamped, whose id is already stored at their aggregate and version,
+    take the stored timestamp: a resend of the same body is then identical (200, the stored
+    positions) instead of a conflict on the server's clock."""
+    for index in stamped:
+        event = events[index]
+        stored = store.read_aggregates({event.aggregate_id: event.version - 1}, limit=1)
+        if stored and stored[0].id == event.id and stored[0].version == event.version:
+            fields = event.to_dict()
+            fields.pop("position"), fields.pop("recorded_at")
+            fields["timestamp"] = stored[0].timestamp
+            events[index] = Event(**fields)
     return events
 
 
@@ -257,7 +282,14 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         state.appended = asyncio.Condition()
-        state.producer = EventProducer(store, schemas=schemas, timeout=options.producer_timeout)
+        # Retries of an unavailable store end well before the request's timeout, so that a
+        # POST during an outage gets a 503 (retry) rather than "outcome unknown".
+        state.producer = EventProducer(
+            store,
+            schemas=schemas,
+            timeout=options.producer_timeout,
+            retry_timeout=options.producer_retry_timeout,
+        )
         try:
             yield
         finally:
@@ -354,10 +386,17 @@ def _routes(app: FastAPI, state: _State, metrics: HttpMetrics) -> None:
         content_type = request.headers.get("content-type", "application/json")
         if not content_type.startswith("application/json"):
             raise Problem(415, "unsupported-media-type", "send the events as application/json")
-        events = _parse_events(await request.body(), state.options.max_batch)
+        events, stamped = _parse_events(await request.body(), state.options.max_batch)
+        if stamped:
+            events = await run_in_threadpool(_restamped, store, events, stamped)
         producer = state.producer
         if producer is None:
-            raise Problem(503, "stopping", "the server is stopping; resend to another")
+            raise Problem(
+                503,
+                "stopping",
+                "the server is stopping; resend the same events to another or after a restart",
+                retriable=True,
+            )
         positions = await run_in_threadpool(producer.publish_many, events)
         condition = state.appended
         if condition is not None:
@@ -368,7 +407,7 @@ def _routes(app: FastAPI, state: _State, metrics: HttpMetrics) -> None:
 
     # -- reading events ---------------------------------------------------------------------
 
-    @app.get("/v1/aggregates/{aggregate_id}/events", tags=["events"])
+    @app.get("/v1/aggregates/{aggregate_id:path}/events", tags=["events"])
     def aggregate_events(
         _: Reader,
         aggregate_id: AggregateId,
@@ -386,27 +425,6 @@ def _routes(app: FastAPI, state: _State, metrics: HttpMetrics) -> None:
                 "aggregate_id": aggregate_id,
                 "events": _events(page),
                 "next_version": page[-1].version + 1 if more else None,
-            }
-        )
-
-    @app.get("/v1/aggregates/{aggregate_id}", tags=["events"])
-    def aggregate(_: Reader, aggregate_id: AggregateId) -> Response:
-        """An aggregate's type, latest version and first and last game times."""
-        first = store.read_aggregates({aggregate_id: 0}, limit=1)
-        if not first:
-            raise AggregateNotFoundError(
-                f"no events of aggregate {aggregate_id!r}; check the id "
-                "(GET /v1/aggregates?type=... lists them)"
-            )
-        last = _last_event(store, aggregate_id, first[0])
-        return _json(
-            {
-                "aggregate_id": aggregate_id,
-                "aggregate_type": first[0].aggregate_type,
-                "version": last.version,
-                "first_timestamp": to_document(first[0])["timestamp"],
-                "last_timestamp": to_document(last)["timestamp"],
-                "last_position": last.position,
             }
         )
 
@@ -469,7 +487,7 @@ def _routes(app: FastAPI, state: _State, metrics: HttpMetrics) -> None:
             }
         )
 
-    @app.get("/v1/correlations/{correlation_id}/events", tags=["events"])
+    @app.get("/v1/correlations/{correlation_id:path}/events", tags=["events"])
     def correlated(
         _: Reader,
         correlation_id: Annotated[str, Path(min_length=1, max_length=1000)],
@@ -517,7 +535,12 @@ def _routes(app: FastAPI, state: _State, metrics: HttpMetrics) -> None:
                     errors=[{"field": "Last-Event-ID", "rule": "must be an integer >= 0"}],
                 ) from None
             if start < 0:
-                raise Problem(422, "invalid-last-event-id", "Last-Event-ID must be >= 0")
+                raise Problem(
+                    422,
+                    "invalid-last-event-id",
+                    "Last-Event-ID must be a position >= 0 (the id of the last event received)",
+                    errors=[{"field": "Last-Event-ID", "rule": "must be an integer >= 0"}],
+                )
         return StreamingResponse(
             _stream(request, state, start),
             media_type="text/event-stream",
@@ -526,7 +549,7 @@ def _routes(app: FastAPI, state: _State, metrics: HttpMetrics) -> None:
 
     # -- state and time travel ---------------------------------------------------------------
 
-    @app.get("/v1/aggregates/{aggregate_id}/state", tags=["time travel"])
+    @app.get("/v1/aggregates/{aggregate_id:path}/state", tags=["time travel"])
     def aggregate_state(
         _: Reader,
         aggregate_id: AggregateId,
@@ -552,6 +575,28 @@ def _routes(app: FastAPI, state: _State, metrics: HttpMetrics) -> None:
                 history_from=history_from,
                 history_limit=history_limit,
             )
+        )
+
+    # After the routes below an aggregate's path: an id may hold '/' (`{...:path}`).
+    @app.get("/v1/aggregates/{aggregate_id:path}", tags=["events"])
+    def aggregate(_: Reader, aggregate_id: AggregateId) -> Response:
+        """An aggregate's type, latest version and first and last game times."""
+        first = store.read_aggregates({aggregate_id: 0}, limit=1)
+        if not first:
+            raise AggregateNotFoundError(
+                f"no events of aggregate {aggregate_id!r}; check the id "
+                "(GET /v1/aggregates?type=... lists them)"
+            )
+        last = _last_event(store, aggregate_id, first[0])
+        return _json(
+            {
+                "aggregate_id": aggregate_id,
+                "aggregate_type": first[0].aggregate_type,
+                "version": last.version,
+                "first_timestamp": to_document(first[0])["timestamp"],
+                "last_timestamp": to_document(last)["timestamp"],
+                "last_position": last.position,
+            }
         )
 
     @app.get("/v1/world", tags=["time travel"])

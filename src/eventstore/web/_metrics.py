@@ -73,11 +73,11 @@ def _route(scope: Scope) -> str:
     route = scope.get("route")
     path = getattr(route, "path", None)
     if isinstance(path, str):
-        return path
+        return path.replace(":path}", "}")
     app = scope.get("app")
     router = getattr(app, "router", None)
     for candidate in getattr(router, "routes", ()):
         match, _ = candidate.matches(scope)
         if match == Match.FULL:
-            return str(getattr(candidate, "path", "other"))
+            return str(getattr(candidate, "path", "other")).replace(":path}", "}")
     return "unmatched"

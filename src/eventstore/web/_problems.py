@@ -91,7 +91,10 @@ def _field(location: tuple[Any, ...]) -> str:
 def for_error(error: BaseException, retry_after: int = 1) -> Response:
     """The response an exception raised by a route becomes."""
     if isinstance(error, Problem):
-        return problem_response(error.status, error.slug, str(error), **error.extra)
+        headers = {"Retry-After": str(retry_after)} if error.status == 503 else None
+        return problem_response(
+            error.status, error.slug, str(error), headers=headers, **error.extra
+        )
     if isinstance(error, AuthError):
         headers = {"WWW-Authenticate": 'Bearer realm="eventstore"'} if error.status == 401 else {}
         slug = "unauthorized" if error.status == 401 else "forbidden"
@@ -126,7 +129,9 @@ def for_error(error: BaseException, retry_after: int = 1) -> Response:
             headers={"Retry-After": str(retry_after)},
         )
     if isinstance(error, MigrationError):
-        return problem_response(503, "not-migrated", str(error))
+        return problem_response(
+            503, "not-migrated", str(error), headers={"Retry-After": str(retry_after * 30)}
+        )
     reference = uuid.uuid4().hex[:12]
     log.error("internal error %s", reference, exc_info=error)
     return problem_response(

@@ -8,10 +8,12 @@ moment the signal arrives: each ends its response, and the drain can complete.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
+import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
@@ -22,6 +24,7 @@ from eventstore.errors import ConfigurationError
 from eventstore.store import ApiTokens
 
 log = logging.getLogger("eventstore.web")
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def is_loopback(host: str) -> bool:
@@ -56,6 +59,20 @@ class _Server(uvicorn.Server):
         super().__init__(config)
         self._stopping = stopping
         self._ready = ready
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """uvicorn's, without raising the caught signal again once the drain is done (which
+        would end the process with -15 instead of exit code 0: a clean stop is a success)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in _SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self._stopping.set()  # event streams end, so that the drain can finish

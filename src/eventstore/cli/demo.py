@@ -219,16 +219,21 @@ def _serve(context: Context, store: EventStore, world: World, port: int) -> None
     from eventstore.cli.web import serve_app
     from eventstore.web import issue_token
 
-    token = issue_token(store, f"demo-{world.world_id}", ["admin"])
+    name = f"demo-{world.world_id}"
+    token = issue_token(store, name, ["admin"])
     console.print(
-        f"An admin token for the page's retry buttons (shown once): [bold]{token}[/]",
+        f"An admin token for the page's retry buttons (shown once, revoked when the demo "
+        f"stops): [bold]{token}[/]",
         soft_wrap=True,
     )
-    serve_app(
-        context,
-        store,
-        host="127.0.0.1",
-        port=port,
-        projections="eventstore.demo.projections:ALL",
-        demo_world=world.world_id,
-    )
+    try:
+        serve_app(
+            context,
+            store,
+            host="127.0.0.1",
+            port=port,
+            projections="eventstore.demo.projections:ALL",
+            demo_world=world.world_id,
+        )
+    finally:
+        store.revoke_token(name)

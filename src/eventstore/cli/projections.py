@@ -304,7 +304,9 @@ def projections_status(
         )
     console.print(table)
     for entry in found:
-        for partition, lag in sorted(entry.get("partitions", {}).items()):
+        if entry.get("partitions_error"):
+            console.print(f"  {entry['name']}: {escape(entry['partitions_error'])}")
+        for partition, lag in sorted((entry.get("partitions") or {}).items()):
             console.print(f"  {entry['name']} {partition}: {lag:,} behind")
 
 

@@ -55,9 +55,18 @@ def projection_status(
         if kafka is not None:
             from eventstore.consumers._kafka import group_lag
 
-            entry["partitions"] = group_lag(kafka[0], kafka[1], record.name)
-            entry["lag_events"] = sum(entry["partitions"].values())
-            entry["lag_seconds"] = None
+            try:
+                entry["partitions"] = group_lag(kafka[0], kafka[1], record.name)
+            except Exception as error:  # kafka-python's errors: the broker is unreachable
+                # The status still says what the store knows (lag against the log's head).
+                entry["partitions"] = None
+                entry["partitions_error"] = (
+                    f"Kafka did not answer ({type(error).__name__}: {error}); the lag shown "
+                    "is against the store's global log"
+                )
+            else:
+                entry["lag_events"] = sum(entry["partitions"].values())
+                entry["lag_seconds"] = None
         found.append(entry)
     return found
 

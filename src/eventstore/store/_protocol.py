@@ -58,8 +58,12 @@ class EventLog(Protocol):
         event_type: str,
         from_timestamp: datetime | None = None,
         to_timestamp: datetime | None = None,
+        *,
+        after_position: int = 0,
     ) -> Iterator[Event]:
-        """Events of one type with timestamp in [from, to), ordered by position, read in pages."""
+        """Events of one type with timestamp in [from, to), ordered by position, read in pages;
+        only those after `after_position` (to continue a page; not a tail of the log: on
+        PostgreSQL an event can commit later below a position already returned)."""
         ...
 
     def get_all_events(

@@ -137,8 +137,9 @@ _APP_ROLE_GRANTS = [
     ),
     # Replay keeps snapshots, and the worker the requests it must not run twice.
     sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON snapshots, control_requests TO {role}"),
-    # The HTTP API checks tokens; `eventstore tokens` creates and revokes them.
-    sql.SQL("GRANT SELECT, INSERT, UPDATE ON api_tokens TO {role}"),
+    # The HTTP API checks tokens, and cannot make any: `eventstore tokens` creates and
+    # revokes them as the owner (a compromised server cannot mint itself an admin token).
+    sql.SQL("GRANT SELECT ON api_tokens TO {role}"),
 ]
 _OUTBOX_COLUMNS = event_columns("e")
 _OUTBOX_BATCH = sql.SQL(
@@ -525,6 +526,8 @@ class PostgresEventStore(PostgresReadModels, PostgresReplay, PostgresWeb, Closin
         event_type: str,
         from_timestamp: datetime | None = None,
         to_timestamp: datetime | None = None,
+        *,
+        after_position: int = 0,
     ) -> Iterator[Event]:
         check_text(event_type, "event_type")
         params = {
@@ -532,7 +535,9 @@ class PostgresEventStore(PostgresReadModels, PostgresReplay, PostgresWeb, Closin
             "start": check_time(from_timestamp, "from_timestamp"),
             "end": check_time(to_timestamp, "to_timestamp"),
         }
-        return paged(self._fetch, _BY_TYPE, params, 0, lambda e: e.position or 0)
+        return paged(
+            self._fetch, _BY_TYPE, params, check_position(after_position), lambda e: e.position or 0
+        )
 
     def get_all_events(
         self, from_timestamp: datetime | None = None, limit: int = 100

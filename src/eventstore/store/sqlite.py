@@ -299,6 +299,8 @@ class SqliteEventStore(SqliteReadModels, SqliteReplay, SqliteWeb, Closing):
         event_type: str,
         from_timestamp: datetime | None = None,
         to_timestamp: datetime | None = None,
+        *,
+        after_position: int = 0,
     ) -> Iterator[Event]:
         check_text(event_type, "event_type")
         start = check_time(from_timestamp, "from_timestamp")
@@ -308,7 +310,9 @@ class SqliteEventStore(SqliteReadModels, SqliteReplay, SqliteWeb, Closing):
             "start": _time_text(start) if start else None,
             "end": _time_text(end) if end else None,
         }
-        return paged(self._fetch, _BY_TYPE, params, 0, lambda e: e.position or 0)
+        return paged(
+            self._fetch, _BY_TYPE, params, check_position(after_position), lambda e: e.position or 0
+        )
 
     def get_all_events(
         self, from_timestamp: datetime | None = None, limit: int = 100

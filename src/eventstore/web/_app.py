@@ -32,7 +32,12 @@ from starlette.responses import Response, StreamingResponse
 
 from eventstore._wire import to_document
 from eventstore.consumers import Applier, Projection, parked_rows, projection_status, retry_parked
-from eventstore.errors import AggregateNotFoundError, EventStoreError, ProjectionError
+from eventstore.errors import (
+    AggregateNotFoundError,
+    DuplicateEventError,
+    EventStoreError,
+    ProjectionError,
+)
 from eventstore.events import Event, encode_json
 from eventstore.producer import EventProducer
 from eventstore.replay import Reducer, Replayer
@@ -45,6 +50,8 @@ from eventstore.web._metrics import HttpMetrics
 from eventstore.web._problems import Problem
 
 MAX_PAGE = 1000
+MAX_INT = 2**62
+"""The largest version or position a query may name (beyond any stored; within bigint)."""
 _STATIC = files("eventstore.web") / "static"
 _STATIC_FILES = frozenset({"index.html", "app.js", "style.css", "favicon.svg"})
 _STATIC_TYPES = {
@@ -135,8 +142,36 @@ def _events(events: Sequence[Event]) -> list[dict[str, Any]]:
     return [to_document(e) for e in events]
 
 
+def _no_controls(request: Request) -> None:
+    """Ids, types and prefixes never hold control characters (the store refuses them, and
+    PostgreSQL text cannot hold NUL): a 422 naming each, before any read."""
+    problems = [
+        {"field": f"{where}.{name}", "rule": "must not hold control characters"}
+        for where, items in (
+            ("path", request.path_params.items()),
+            ("query", request.query_params.multi_items()),
+        )
+        for name, value in items
+        if isinstance(value, str) and any(ord(c) < 32 or ord(c) == 127 for c in value)
+    ]
+    if problems:
+        text = ", ".join(p["field"] for p in problems)
+        raise Problem(422, "invalid-request", f"control characters in {text}", errors=problems)
+
+
 def _aware(value: datetime | None, name: str) -> datetime | None:
-    if value is not None and value.tzinfo is None:
+    if value is None:
+        return None
+    try:
+        value = value.astimezone(UTC) if value.tzinfo is not None else value
+    except OverflowError:
+        raise Problem(
+            422,
+            "invalid-query",
+            f"{name} is outside the range of UTC times",
+            errors=[{"field": f"query.{name}", "rule": "must be a time in years 1 to 9999 UTC"}],
+        ) from None
+    if value.tzinfo is None:
         raise Problem(
             422,
             "invalid-query",
@@ -144,6 +179,43 @@ def _aware(value: datetime | None, name: str) -> datetime | None:
             errors=[{"field": f"query.{name}", "rule": "must carry a time zone"}],
         )
     return value
+
+
+# -- what the OpenAPI description says of every route's errors -------------------------------
+
+_PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail", "retriable"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "retriable": {"type": "boolean"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["field", "rule"],
+                "properties": {"field": {"type": "string"}, "rule": {"type": "string"}},
+            },
+        },
+    },
+}
+_PROBLEM = {"content": {"application/problem+json": {"schema": _PROBLEM_SCHEMA}}}
+_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    status: {"description": text, **_PROBLEM}
+    for status, text in {
+        400: "a query that cannot be served",
+        401: "no valid bearer token",
+        403: "the token lacks the scope",
+        404: "unknown aggregate, projection, document or route",
+        413: "body or batch too large",
+        422: "a field breaks a rule (each field and rule listed)",
+        500: "the server failed (a log reference, never a stack trace)",
+        503: "retriable: retry after Retry-After seconds",
+    }.items()
+}
 
 
 # -- the body of POST /v1/events ------------------------------------------------------------
@@ -188,7 +260,7 @@ def _parse_events(body: bytes, max_batch: int) -> tuple[list[Event], list[int]]:
     (stamped now here: a resend must then take the stored event's, see `_restamped`)."""
     try:
         document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as error:
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:
         raise Problem(
             422,
             "invalid-json",
@@ -305,6 +377,8 @@ def create_app(
         docs_url=None,  # Swagger UI would load its assets from a CDN: no network at run time
         redoc_url=None,
         lifespan=lifespan,
+        dependencies=[Depends(_no_controls)],
+        responses=_PROBLEMS,
     )
     app.state.eventstore = state
     metrics = HttpMetrics(registry)
@@ -322,6 +396,7 @@ def create_app(
             allow_origins=list(options.cors_origins),
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+            expose_headers=["Retry-After"],
         )
     app.add_middleware(metrics.middleware)
     original = app.openapi
@@ -386,7 +461,8 @@ def _routes(app: FastAPI, state: _State, metrics: HttpMetrics) -> None:
         content_type = request.headers.get("content-type", "application/json")
         if not content_type.startswith("application/json"):
             raise Problem(415, "unsupported-media-type", "send the events as application/json")
-        events, stamped = _parse_events(await request.body(), state.options.max_batch)
+        body = await request.body()
+        events, stamped = await run_in_threadpool(_parse_events, body, state.options.max_batch)
         if stamped:
             events = await run_in_threadpool(_restamped, store, events, stamped)
         producer = state.producer
@@ -397,7 +473,14 @@ def _routes(app: FastAPI, state: _State, metrics: HttpMetrics) -> None:
                 "the server is stopping; resend the same events to another or after a restart",
                 retriable=True,
             )
-        positions = await run_in_threadpool(producer.publish_many, events)
+        try:
+            positions = await run_in_threadpool(producer.publish_many, events)
+        except DuplicateEventError:
+            if not stamped:
+                raise
+            # The first attempt committed after `_restamped` looked: take its timestamp now.
+            events = await run_in_threadpool(_restamped, store, events, stamped)
+            positions = await run_in_threadpool(producer.publish_many, events)
         condition = state.appended
         if condition is not None:
             async with condition:
@@ -411,7 +494,7 @@ def _routes(app: FastAPI, state: _State, metrics: HttpMetrics) -> None:
     def aggregate_events(
         _: Reader,
         aggregate_id: AggregateId,
-        from_version: Annotated[int, Query(ge=1)] = 1,
+        from_version: Annotated[int, Query(ge=1, le=MAX_INT)] = 1,
         limit: Limit = 100,
     ) -> Response:
         """An aggregate's events from `from_version` on (a page; `next_version` continues)."""
@@ -466,16 +549,14 @@ def _routes(app: FastAPI, state: _State, metrics: HttpMetrics) -> None:
         type: Annotated[str, Query(min_length=1, description="event type")],
         from_: Annotated[datetime | None, Query(alias="from")] = None,
         to: Annotated[datetime | None, Query()] = None,
-        after_position: Annotated[int, Query(ge=0)] = 0,
+        after_position: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
         limit: Limit = 100,
     ) -> Response:
         """Events of one type with game time in [from, to), by position (a page)."""
         start, end = _aware(from_, "from"), _aware(to, "to")
         page: list[Event] = []
         more = False
-        for event in store.get_events_by_type(type, start, end):
-            if (event.position or 0) <= after_position:
-                continue
+        for event in store.get_events_by_type(type, start, end, after_position=after_position):
             if len(page) == limit:
                 more = True
                 break
@@ -499,7 +580,7 @@ def _routes(app: FastAPI, state: _State, metrics: HttpMetrics) -> None:
     @app.get("/v1/log", tags=["events"])
     def log_page(
         _: Reader,
-        after: Annotated[int, Query(ge=0, description="the last position seen")] = 0,
+        after: Annotated[int, Query(ge=0, le=MAX_INT, description="the last position seen")] = 0,
         limit: Limit = MAX_PAGE,
     ) -> Response:
         """The global log after `after` (a page; pass `next_after` for the next one)."""
@@ -515,7 +596,7 @@ def _routes(app: FastAPI, state: _State, metrics: HttpMetrics) -> None:
     async def log_stream(
         request: Request,
         _: Reader,
-        after: Annotated[int, Query(ge=0, description="the last position seen")] = 0,
+        after: Annotated[int, Query(ge=0, le=MAX_INT, description="the last position seen")] = 0,
         last_event_id: Annotated[
             str | None, Header(description="set by EventSource on reconnection; wins")
         ] = None,
@@ -534,7 +615,7 @@ def _routes(app: FastAPI, state: _State, metrics: HttpMetrics) -> None:
                     "Last-Event-ID must be a position (the id of the last event received)",
                     errors=[{"field": "Last-Event-ID", "rule": "must be an integer >= 0"}],
                 ) from None
-            if start < 0:
+            if not 0 <= start <= MAX_INT:
                 raise Problem(
                     422,
                     "invalid-last-event-id",
@@ -553,11 +634,11 @@ def _routes(app: FastAPI, state: _State, metrics: HttpMetrics) -> None:
     def aggregate_state(
         _: Reader,
         aggregate_id: AggregateId,
-        version: Annotated[int | None, Query(ge=0)] = None,
+        version: Annotated[int | None, Query(ge=0, le=MAX_INT)] = None,
         at: Annotated[datetime | None, Query(description="game time, with a zone")] = None,
-        position: Annotated[int | None, Query(ge=0)] = None,
+        position: Annotated[int | None, Query(ge=0, le=MAX_INT)] = None,
         history: bool = False,
-        history_from: Annotated[int, Query(ge=1)] = 1,
+        history_from: Annotated[int, Query(ge=1, le=MAX_INT)] = 1,
         history_limit: Limit = 100,
     ) -> Response:
         """The aggregate's state at a version, a game time or a global position (at most one;
@@ -565,10 +646,12 @@ def _routes(app: FastAPI, state: _State, metrics: HttpMetrics) -> None:
         what it changed) when `history` is true."""
         if sum(t is not None for t in (version, at, position)) > 1:
             raise Problem(400, "one-target", "give at most one of version, at and position")
+        at = _aware(at, "at")
+        _has_reducer(replayer, replayer.aggregate_type(aggregate_id))
         return _json(
             replayer.replay_document(
                 aggregate_id,
-                at=_aware(at, "at"),
+                at=at,
                 version=version,
                 position=position,
                 history=history,
@@ -602,7 +685,9 @@ def _routes(app: FastAPI, state: _State, metrics: HttpMetrics) -> None:
     @app.get("/v1/world", tags=["time travel"])
     def world(
         _: Reader,
-        position: Annotated[int | None, Query(ge=0, description="default: the latest")] = None,
+        position: Annotated[
+            int | None, Query(ge=0, le=MAX_INT, description="default: the latest")
+        ] = None,
         type: Annotated[str | None, Query(min_length=1)] = None,
         prefix: Annotated[str | None, Query(min_length=1)] = None,
         after_type: Annotated[str | None, Query()] = None,
@@ -611,6 +696,8 @@ def _routes(app: FastAPI, state: _State, metrics: HttpMetrics) -> None:
     ) -> Response:
         """A page of the world as of one global position (a consistent cut): the state of
         each aggregate that existed there. Pass the returned `position` for the next pages."""
+        if type is not None:
+            _has_reducer(replayer, type)
         if position is None:
             horizon = store.log_horizon()
             position = max(0, min(horizon.head, horizon.horizon - 1))
@@ -700,6 +787,17 @@ def _routes(app: FastAPI, state: _State, metrics: HttpMetrics) -> None:
                     for found_id, result in results
                 ]
             }
+        )
+
+
+def _has_reducer(replayer: Replayer, aggregate_type: str) -> None:
+    if aggregate_type not in replayer.reducers:
+        known = ", ".join(sorted(replayer.reducers)) or "none"
+        raise Problem(
+            422,
+            "no-reducer",
+            f"this server has no reducer for aggregate type {aggregate_type!r} (it has: "
+            f"{known}); start `eventstore serve --reducers module:attr` with one",
         )
 
 
@@ -796,7 +894,10 @@ def _page(app: FastAPI) -> None:
             headers={
                 "Cache-Control": "no-cache",
                 "X-Content-Type-Options": "nosniff",
-                "Content-Security-Policy": "default-src 'self'; img-src 'self' data:",
+                "Content-Security-Policy": (
+                    "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
+                ),
+                "X-Frame-Options": "DENY",
             },
         )
 

@@ -11,6 +11,8 @@ from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
 
 class HttpMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -43,15 +45,15 @@ class HttpMetrics:
                     return
                 started = time.perf_counter()
                 status = 500
+                # A label per method a client makes up would grow the series without bound.
+                method = scope["method"] if scope["method"] in _METHODS else "other"
 
                 async def sending(message: Message) -> None:
                     nonlocal status
                     if message["type"] == "http.response.start":
                         status = message["status"]
                         route = _route(scope)
-                        metrics.seconds.labels(scope["method"], route).observe(
-                            time.perf_counter() - started
-                        )
+                        metrics.seconds.labels(method, route).observe(time.perf_counter() - started)
                     await send(message)
 
                 metrics.in_flight.inc()
@@ -59,7 +61,7 @@ class HttpMetrics:
                     await self.app(scope, receive, sending)
                 finally:
                     metrics.in_flight.dec()
-                    metrics.requests.labels(scope["method"], _route(scope), str(status)).inc()
+                    metrics.requests.labels(method, _route(scope), str(status)).inc()
 
         self.middleware = Middleware
 

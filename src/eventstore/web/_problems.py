@@ -118,8 +118,16 @@ def for_error(error: BaseException, retry_after: int = 1) -> Response:
         return problem_response(404, "aggregate-not-found", str(error))
     if isinstance(error, InvalidQueryError):
         return problem_response(400, "invalid-query", str(error))
-    if isinstance(error, ReplayError | ProjectionError):
+    if isinstance(error, ProjectionError):
         return problem_response(422, "cannot-serve", str(error))
+    if isinstance(error, ReplayError):  # a reducer failed: the server's code, not the request
+        log.error("replay failed: %s", error)
+        return problem_response(
+            500,
+            "replay-failed",
+            f"{error}; the reducer's code must be fixed (tell the operator); other "
+            "versions of this aggregate may still replay",
+        )
     if isinstance(error, EventStoreError) and error.retriable:
         return problem_response(
             503,
@@ -150,6 +158,10 @@ def install(app: Any, retry_after: int) -> None:
 
     async def on_http(_: Request, error: Exception) -> Response:
         assert isinstance(error, StarletteHTTPException)
+        if isinstance(error.__cause__ or error.__context__, Problem):
+            # FastAPI reads a declared body itself and wraps what reading raised (the body
+            # limit's 413) in a 400 "error parsing the body": answer with the cause.
+            return for_error(error.__cause__ or error.__context__ or error, retry_after)
         status = error.status_code
         detail = (
             "no such route; the routes are listed in /openapi.json"
@@ -169,6 +181,6 @@ def install(app: Any, retry_after: int) -> None:
         return problem_response(422, "invalid-request", f"invalid request: {text}", errors=errors)
 
     app.add_exception_handler(EventStoreError, on_error)
-    app.add_exception_handler(Exception, on_error)  # a 500; the server logs it once
+    app.add_exception_handler(Exception, on_error)  # a 500 naming a log reference
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(RequestValidationError, on_validation)

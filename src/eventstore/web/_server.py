@@ -12,6 +12,7 @@ import contextlib
 import ipaddress
 import logging
 import signal
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
@@ -107,6 +108,15 @@ def run(
         server_header=False,
         proxy_headers=False,
     )
+    try:  # bound here, so that a taken port is a clear error rather than uvicorn's exit
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        listening = socket.create_server((host, port), family=family)
+    except OSError as error:
+        raise ConfigurationError(
+            f"cannot listen on {host}:{port} ({error.strerror or error}); choose another "
+            "--port (0 takes any free one) or stop what holds it"
+        ) from None
     stopping: threading.Event = app.state.eventstore.stopping
-    _Server(config, stopping, ready).run()
+    with listening:
+        _Server(config, stopping, ready).run(sockets=[listening])
     log.info("server stopped")

@@ -28,6 +28,8 @@ from fastapi import Body, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry
+from starlette.datastructures import Headers
+from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response, StreamingResponse
 
 from eventstore._wire import to_document
@@ -48,6 +50,7 @@ from eventstore.web._auth import AuthError, allows, verify_token
 from eventstore.web._limits import BodyLimit
 from eventstore.web._metrics import HttpMetrics
 from eventstore.web._problems import Problem
+from eventstore.web._schemas import COMPONENTS, ok, problem
 
 MAX_PAGE = 1000
 MAX_INT = 2**62
@@ -183,28 +186,8 @@ def _aware(value: datetime | None, name: str) -> datetime | None:
 
 # -- what the OpenAPI description says of every route's errors -------------------------------
 
-_PROBLEM_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["type", "title", "status", "detail", "retriable"],
-    "properties": {
-        "type": {"type": "string"},
-        "title": {"type": "string"},
-        "status": {"type": "integer"},
-        "detail": {"type": "string"},
-        "retriable": {"type": "boolean"},
-        "errors": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["field", "rule"],
-                "properties": {"field": {"type": "string"}, "rule": {"type": "string"}},
-            },
-        },
-    },
-}
-_PROBLEM = {"content": {"application/problem+json": {"schema": _PROBLEM_SCHEMA}}}
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
-    status: {"description": text, **_PROBLEM}
+    status: problem(text)
     for status, text in {
         400: "a query that cannot be served",
         401: "no valid bearer token",
@@ -220,26 +203,6 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
 
 # -- the body of POST /v1/events ------------------------------------------------------------
 
-_EVENT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["event_type", "aggregate_id", "aggregate_type", "version", "payload"],
-    "properties": {
-        "id": {"type": "string", "description": "unique; a UUID is best (default: a random one)"},
-        "event_type": {"type": "string", "minLength": 1},
-        "aggregate_id": {"type": "string", "minLength": 1},
-        "aggregate_type": {"type": "string", "minLength": 1},
-        "version": {"type": "integer", "minimum": 1},
-        "timestamp": {
-            "type": "string",
-            "format": "date-time",
-            "description": "game time, with a zone; default: now",
-        },
-        "payload": {"type": "object"},
-        "metadata": {"type": "object"},
-        "schema_version": {"type": "integer", "minimum": 1},
-    },
-    "additionalProperties": False,
-}
 _APPEND_BODY: dict[str, Any] = {
     "required": True,
     "content": {
@@ -389,10 +352,8 @@ def create_app(
     # Outermost first: the body limit sees every request, metrics count every answer.
     app.add_middleware(BodyLimit, max_bytes=options.max_body_bytes)
     if options.cors_origins:
-        from starlette.middleware.cors import CORSMiddleware
-
         app.add_middleware(
-            CORSMiddleware,
+            _Cors,
             allow_origins=list(options.cors_origins),
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
@@ -404,9 +365,7 @@ def create_app(
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:  # built once: the body's schema is not a model's
             schema = original()
-            schema.setdefault("components", {}).setdefault("schemas", {})["NewEvent"] = (
-                _EVENT_SCHEMA
-            )
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(COMPONENTS)
         return app.openapi_schema or {}
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -417,12 +376,12 @@ def _routes(app: FastAPI, state: _State, metrics: HttpMetrics) -> None:
     store = state.store
     replayer = state.replayer
 
-    @app.get("/v1/health", tags=["operating"])
+    @app.get("/v1/health", tags=["operating"], responses=ok("health"))
     def health() -> dict[str, str]:
         """Liveness: the app answers (no token needed)."""
         return {"status": "ok", "backend": _backend(store)}
 
-    @app.get("/v1/info", tags=["operating"])
+    @app.get("/v1/info", tags=["operating"], responses=ok("info"))
     def info(_: Reader) -> dict[str, Any]:
         """What this server serves: the backend, the reducers and projections it has code
         for, whether reads need a token, the demo world."""
@@ -434,7 +393,12 @@ def _routes(app: FastAPI, state: _State, metrics: HttpMetrics) -> None:
             "demo_world": state.options.demo_world,
         }
 
-    @app.get("/metrics", tags=["operating"], response_class=Response)
+    @app.get(
+        "/metrics",
+        tags=["operating"],
+        response_class=Response,
+        responses={200: {"description": "Prometheus text", "content": {"text/plain": {}}}},
+    )
     def prometheus(_: Reader) -> Response:
         """Prometheus metrics of this server (requests by route and status, latency)."""
         return metrics.exposition()
@@ -446,11 +410,12 @@ def _routes(app: FastAPI, state: _State, metrics: HttpMetrics) -> None:
         tags=["events"],
         openapi_extra={"requestBody": _APPEND_BODY},
         responses={
-            200: {"description": "stored (or already stored: an identical resend)"},
-            409: {"description": "version conflict, or an id reused with other content"},
-            413: {"description": "body or batch too large"},
-            422: {"description": "an event breaks a rule (each field and rule listed)"},
-            503: {"description": "retriable: resend the same events after Retry-After"},
+            **ok("append", "stored (or already stored: an identical resend)"),
+            409: problem("version conflict, or an id reused with other content"),
+            413: problem("body or batch too large"),
+            415: problem("the body is not application/json"),
+            422: problem("an event breaks a rule (each field and rule listed)"),
+            503: problem("retriable: resend the same events after Retry-After"),
         },
     )
     async def append(request: Request, _: Appender) -> Response:
@@ -490,7 +455,11 @@ def _routes(app: FastAPI, state: _State, metrics: HttpMetrics) -> None:
 
     # -- reading events ---------------------------------------------------------------------
 
-    @app.get("/v1/aggregates/{aggregate_id:path}/events", tags=["events"])
+    @app.get(
+        "/v1/aggregates/{aggregate_id:path}/events",
+        tags=["events"],
+        responses=ok("aggregate_events"),
+    )
     def aggregate_events(
         _: Reader,
         aggregate_id: AggregateId,
@@ -511,7 +480,7 @@ def _routes(app: FastAPI, state: _State, metrics: HttpMetrics) -> None:
             }
         )
 
-    @app.get("/v1/aggregates", tags=["events"])
+    @app.get("/v1/aggregates", tags=["events"], responses=ok("aggregates"))
     def aggregates(
         _: Reader,
         type: Annotated[str | None, Query(min_length=1, description="aggregate type")] = None,
@@ -543,7 +512,7 @@ def _routes(app: FastAPI, state: _State, metrics: HttpMetrics) -> None:
             }
         )
 
-    @app.get("/v1/events", tags=["events"])
+    @app.get("/v1/events", tags=["events"], responses=ok("events_by_type"))
     def events_by_type(
         _: Reader,
         type: Annotated[str, Query(min_length=1, description="event type")],
@@ -568,7 +537,9 @@ def _routes(app: FastAPI, state: _State, metrics: HttpMetrics) -> None:
             }
         )
 
-    @app.get("/v1/correlations/{correlation_id:path}/events", tags=["events"])
+    @app.get(
+        "/v1/correlations/{correlation_id:path}/events", tags=["events"], responses=ok("correlated")
+    )
     def correlated(
         _: Reader,
         correlation_id: Annotated[str, Path(min_length=1, max_length=1000)],
@@ -577,7 +548,7 @@ def _routes(app: FastAPI, state: _State, metrics: HttpMetrics) -> None:
         """Every event whose `metadata.correlation_id` is this id, by position."""
         return _json({"events": _events(store.get_events_by_correlation(correlation_id, limit))})
 
-    @app.get("/v1/log", tags=["events"])
+    @app.get("/v1/log", tags=["events"], responses=ok("log"))
     def log_page(
         _: Reader,
         after: Annotated[int, Query(ge=0, le=MAX_INT, description="the last position seen")] = 0,
@@ -630,7 +601,9 @@ def _routes(app: FastAPI, state: _State, metrics: HttpMetrics) -> None:
 
     # -- state and time travel ---------------------------------------------------------------
 
-    @app.get("/v1/aggregates/{aggregate_id:path}/state", tags=["time travel"])
+    @app.get(
+        "/v1/aggregates/{aggregate_id:path}/state", tags=["time travel"], responses=ok("state")
+    )
     def aggregate_state(
         _: Reader,
         aggregate_id: AggregateId,
@@ -661,7 +634,7 @@ def _routes(app: FastAPI, state: _State, metrics: HttpMetrics) -> None:
         )
 
     # After the routes below an aggregate's path: an id may hold '/' (`{...:path}`).
-    @app.get("/v1/aggregates/{aggregate_id:path}", tags=["events"])
+    @app.get("/v1/aggregates/{aggregate_id:path}", tags=["events"], responses=ok("aggregate"))
     def aggregate(_: Reader, aggregate_id: AggregateId) -> Response:
         """An aggregate's type, latest version and first and last game times."""
         first = store.read_aggregates({aggregate_id: 0}, limit=1)
@@ -682,7 +655,7 @@ def _routes(app: FastAPI, state: _State, metrics: HttpMetrics) -> None:
             }
         )
 
-    @app.get("/v1/world", tags=["time travel"])
+    @app.get("/v1/world", tags=["time travel"], responses=ok("world"))
     def world(
         _: Reader,
         position: Annotated[
@@ -711,12 +684,12 @@ def _routes(app: FastAPI, state: _State, metrics: HttpMetrics) -> None:
 
     # -- projections ---------------------------------------------------------------------------
 
-    @app.get("/v1/projections", tags=["projections"])
+    @app.get("/v1/projections", tags=["projections"], responses=ok("projections"))
     def projections(_: Reader) -> Response:
         """Every projection: generation, lag, documents, parked, dead letters, last error."""
         return _json(projection_status(store, state.kafka, None))
 
-    @app.get("/v1/projections/{name}", tags=["projections"])
+    @app.get("/v1/projections/{name}", tags=["projections"], responses=ok("projection"))
     def projection(_: Reader, name: str) -> Response:
         """One projection's status and its parked aggregates."""
         entry = _known(lambda: projection_status(store, state.kafka, name))[0]
@@ -726,7 +699,7 @@ def _routes(app: FastAPI, state: _State, metrics: HttpMetrics) -> None:
         entry["retry_available"] = name in state.projections
         return _json(entry)
 
-    @app.get("/v1/projections/{name}/documents", tags=["projections"])
+    @app.get("/v1/projections/{name}/documents", tags=["projections"], responses=ok("documents"))
     def documents(_: Reader, name: str, after: str = "", limit: Limit = 100) -> Response:
         """A page of the projection's documents by key."""
         _exists(store, name)
@@ -739,7 +712,9 @@ def _routes(app: FastAPI, state: _State, metrics: HttpMetrics) -> None:
             }
         )
 
-    @app.get("/v1/projections/{name}/documents/{key}", tags=["projections"])
+    @app.get(
+        "/v1/projections/{name}/documents/{key}", tags=["projections"], responses=ok("document")
+    )
     def document(_: Reader, name: str, key: str) -> Response:
         """One document of the projection's active read model."""
         _exists(store, name)
@@ -748,7 +723,11 @@ def _routes(app: FastAPI, state: _State, metrics: HttpMetrics) -> None:
             raise Problem(404, "document-not-found", f"projection {name!r} has no document {key!r}")
         return _json({"key": key, "document": found})
 
-    @app.post("/v1/projections/{name}/retry", tags=["projections"])
+    @app.post(
+        "/v1/projections/{name}/retry",
+        tags=["projections"],
+        responses={**ok("retry"), 409: problem("this server lacks the projection's code")},
+    )
     def retry(
         _: Admin,
         name: str,
@@ -790,6 +769,21 @@ def _routes(app: FastAPI, state: _State, metrics: HttpMetrics) -> None:
         )
 
 
+class _Cors(CORSMiddleware):
+    """Starlette's CORS, answering a refused preflight with a problem document."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code != 400:
+            return response
+        return _problems.problem_response(
+            400,
+            "cors-refused",
+            f"this origin or request is not allowed here ({bytes(response.body).decode()}); "
+            "the server allows the origins given by `eventstore serve --cors-origin`",
+        )
+
+
 def _has_reducer(replayer: Replayer, aggregate_type: str) -> None:
     if aggregate_type not in replayer.reducers:
         known = ", ".join(sorted(replayer.reducers)) or "none"
@@ -798,6 +792,7 @@ def _has_reducer(replayer: Replayer, aggregate_type: str) -> None:
             "no-reducer",
             f"this server has no reducer for aggregate type {aggregate_type!r} (it has: "
             f"{known}); start `eventstore serve --reducers module:attr` with one",
+            errors=[{"field": "aggregate_type", "rule": f"must be one of: {known}"}],
         )
 
 

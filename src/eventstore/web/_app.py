@@ -17,7 +17,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -106,8 +106,10 @@ def _state(request: Request) -> _State:
     return state
 
 
-def _scoped(scope: str) -> Callable[..., ApiToken | None]:
-    def check(request: Request, credentials: Credentials) -> ApiToken | None:
+def _scoped(scope: str) -> Callable[..., Awaitable[ApiToken | None]]:
+    # A coroutine: a request without a token (an anonymous read, a refusal) costs no trip
+    # to the thread pool; a token is looked up there.
+    async def check(request: Request, credentials: Credentials) -> ApiToken | None:
         state = _state(request)
         if credentials is None:
             if scope == "read" and state.options.anonymous_reads:
@@ -118,7 +120,7 @@ def _scoped(scope: str) -> Callable[..., ApiToken | None]:
                 f"`eventstore tokens create NAME --scope {scope}`",
                 status=401,
             )
-        token = verify_token(state.store, credentials.credentials)
+        token = await run_in_threadpool(verify_token, state.store, credentials.credentials)
         if not allows(token, scope):
             raise AuthError(
                 f"the token {token.name!r} has the scopes {', '.join(token.scopes)}, and this "
@@ -145,7 +147,7 @@ def _events(events: Sequence[Event]) -> list[dict[str, Any]]:
     return [to_document(e) for e in events]
 
 
-def _no_controls(request: Request) -> None:
+async def _no_controls(request: Request) -> None:
     """Ids, types and prefixes never hold control characters (the store refuses them, and
     PostgreSQL text cannot hold NUL): a 422 naming each, before any read."""
     problems = [
@@ -272,6 +274,21 @@ def _parse_events(body: bytes, max_batch: int) -> tuple[list[Event], list[int]]:
         text = "; ".join(f"{p['field']}: {p['rule']}" for p in problems)
         raise Problem(422, "invalid-event", f"invalid event: {text}", errors=problems)
     return events, stamped
+
+
+def _append(
+    store: EventStore, producer: EventProducer, body: bytes, options: ApiOptions
+) -> list[int]:
+    events, stamped = _parse_events(body, options.max_batch)
+    if stamped:
+        events = _restamped(store, events, stamped)
+    try:
+        return producer.publish_many(events)
+    except DuplicateEventError:
+        if not stamped:
+            raise
+        # The first attempt committed after `_restamped` looked: take its timestamp now.
+        return producer.publish_many(_restamped(store, events, stamped))
 
 
 def _restamped(store: EventStore, events: list[Event], stamped: list[int]) -> list[Event]:
@@ -427,9 +444,6 @@ def _routes(app: FastAPI, state: _State, metrics: HttpMetrics) -> None:
         if not content_type.startswith("application/json"):
             raise Problem(415, "unsupported-media-type", "send the events as application/json")
         body = await request.body()
-        events, stamped = await run_in_threadpool(_parse_events, body, state.options.max_batch)
-        if stamped:
-            events = await run_in_threadpool(_restamped, store, events, stamped)
         producer = state.producer
         if producer is None:
             raise Problem(
@@ -438,14 +452,8 @@ def _routes(app: FastAPI, state: _State, metrics: HttpMetrics) -> None:
                 "the server is stopping; resend the same events to another or after a restart",
                 retriable=True,
             )
-        try:
-            positions = await run_in_threadpool(producer.publish_many, events)
-        except DuplicateEventError:
-            if not stamped:
-                raise
-            # The first attempt committed after `_restamped` looked: take its timestamp now.
-            events = await run_in_threadpool(_restamped, store, events, stamped)
-            positions = await run_in_threadpool(producer.publish_many, events)
+        # One trip to the thread pool: parsing (up to a MiB), then the producer's commit.
+        positions = await run_in_threadpool(_append, store, producer, body, state.options)
         condition = state.appended
         if condition is not None:
             async with condition:

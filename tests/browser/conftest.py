@@ -35,7 +35,7 @@ STARTUP_SECONDS = 120.0
 VIEWPORT = (1400, 900)
 
 _SERVING = re.compile(r"serving .*? at (http://[^\s/]+/)")
-_TOKEN = re.compile(r"admin token .*\(shown once\): (\S+)")
+_TOKEN = re.compile(r"admin token .*\(shown once[^)]*\): (\S+)")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 

@@ -68,5 +68,11 @@ bench-replay: $(BIN)/.bench-installed services
 		--database-url "$$EVENTSTORE_TEST_DATABASE_URL" \
 		--kafka-bootstrap "$$EVENTSTORE_TEST_KAFKA_BOOTSTRAP" $(BENCH_ARGS)
 
+# The HTTP API: a real `eventstore serve` process against the library in process (PostgreSQL;
+# BENCH_ARGS="--sqlite" adds SQLite, "--quick" a smoke run, "--profile" a server profile).
+bench-http: $(BIN)/.installed services
+	eval "$$(scripts/services.sh env)" && $(BIN)/python bench/http.py \
+		--database-url "$$EVENTSTORE_TEST_DATABASE_URL" $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

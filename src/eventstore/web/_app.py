@@ -280,14 +280,13 @@ def _append(
     store: EventStore, producer: EventProducer, body: bytes, options: ApiOptions
 ) -> list[int]:
     events, stamped = _parse_events(body, options.max_batch)
-    if stamped:
-        events = _restamped(store, events, stamped)
     try:
         return producer.publish_many(events)
     except DuplicateEventError:
         if not stamped:
             raise
-        # The first attempt committed after `_restamped` looked: take its timestamp now.
+        # A resend of events this server stamped differs from the stored ones by the clock
+        # only: take the stored timestamps and resend (identical now: the stored positions).
         return producer.publish_many(_restamped(store, events, stamped))
 
 

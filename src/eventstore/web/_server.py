@@ -111,6 +111,9 @@ def run(
     try:  # bound here, so that a taken port is a clear error rather than uvicorn's exit
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         listening = socket.create_server((host, port), family=family)
+        # Accepted connections inherit it (Linux): asyncio sets it only on sockets it made
+        # with IPPROTO_TCP, and without it a response can wait 40 ms for a delayed ACK.
+        listening.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except OSError as error:
         raise ConfigurationError(
             f"cannot listen on {host}:{port} ({error.strerror or error}); choose another "

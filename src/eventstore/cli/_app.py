@@ -50,6 +50,11 @@ class Context:
     def open(self) -> EventStore:
         return open_store(self.database_url, schema=self.schema)
 
+    def kafka(self, servers: str | None, prefix: str | None) -> tuple[str, str] | None:
+        """Kafka's servers and topic prefix, from the flags or the settings (None: no Kafka)."""
+        found = servers or self.settings.kafka_bootstrap_servers
+        return (found, prefix or self.settings.topic_prefix) if found else None
+
     def describe(self) -> str:
         if self.database_url is None:
             return f"embedded SQLite file {DEFAULT_SQLITE_PATH}"

@@ -264,8 +264,7 @@ def projections_status(
     """Generation, lag (per partition on Kafka; against the log's head otherwise), parked
     aggregates, dead letters and the last error of each projection."""
     context: Context = ctx.obj
-    servers = kafka_bootstrap_servers or context.settings.kafka_bootstrap_servers
-    kafka = (servers, topic_prefix or context.settings.topic_prefix) if servers else None
+    kafka = context.kafka(kafka_bootstrap_servers, topic_prefix)
     with context.open() as store:
         found = projection_status(store, kafka, name)
     if as_json:

@@ -112,8 +112,7 @@ def serve(
     """Serve the HTTP API and the time-travel page (at /) until SIGTERM."""
     context: Context = ctx.obj
     configure_logging(log_level)
-    servers = kafka_bootstrap_servers or context.settings.kafka_bootstrap_servers
-    kafka = (servers, topic_prefix or context.settings.topic_prefix) if servers else None
+    kafka = context.kafka(kafka_bootstrap_servers, topic_prefix)
     with context.open() as store:
         store.migrate()
         serve_app(
